@@ -1,0 +1,142 @@
+//! C2SP tlog-checkpoint (<https://c2sp.org/tlog-checkpoint>): the signed tree head body.
+//!
+//! ```text
+//! <origin>
+//! <tree size, decimal>
+//! <base64 root hash>
+//! [extension lines]
+//! ```
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+
+use crate::merkle::Hash;
+use crate::note::{Note, NoteError, VerifiedSignature, VerifierKey};
+
+/// Why a checkpoint body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    #[error("line {line}: {reason}")]
+    Malformed { line: usize, reason: &'static str },
+    #[error("checkpoint note: {0}")]
+    Note(#[from] NoteError),
+    #[error("checkpoint origin {found:?} is not the log's origin {expected:?}")]
+    WrongOrigin { expected: String, found: String },
+}
+
+/// A checkpoint body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root: Hash,
+    /// Extension lines, without their newlines; each is non-empty.
+    pub extensions: Vec<String>,
+}
+
+/// Parses a decimal with no sign and no leading zero (except "0").
+pub(crate) fn parse_canonical_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Decodes standard base64 of exactly 32 bytes.
+pub(crate) fn parse_hash(s: &str) -> Option<Hash> {
+    B64.decode(s).ok()?.try_into().ok()
+}
+
+impl Checkpoint {
+    pub fn new(origin: &str, size: u64, root: Hash) -> Self {
+        Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Parses a checkpoint body (the text of its note).
+    pub fn parse(text: &str) -> Result<Self, CheckpointError> {
+        let malformed = |line, reason| CheckpointError::Malformed { line, reason };
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(malformed(1, "checkpoint must end with a newline"))?;
+        let mut lines = body.split('\n');
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or(malformed(1, "origin line is empty"))?;
+        let size = lines
+            .next()
+            .and_then(parse_canonical_u64)
+            .ok_or(malformed(2, "tree size must be a decimal with no leading zero"))?;
+        let root = lines
+            .next()
+            .and_then(parse_hash)
+            .ok_or(malformed(3, "root hash must be base64 of 32 bytes"))?;
+        let mut extensions = Vec::new();
+        for (i, line) in lines.enumerate() {
+            if line.is_empty() {
+                return Err(malformed(4 + i, "extension line is empty"));
+            }
+            extensions.push(line.to_owned());
+        }
+        Ok(Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions,
+        })
+    }
+
+    /// The body text, each line ending in a newline.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        for e in &self.extensions {
+            s.push_str(e);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// A checkpoint whose note carries a valid signature by its log.
+#[derive(Clone, Debug)]
+pub struct SignedCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub note: Note,
+    /// Every signature that verified: the log's, then any cosignatures among `witnesses`.
+    pub verified: Vec<VerifiedSignature>,
+}
+
+impl SignedCheckpoint {
+    /// Opens a signed checkpoint: the log key must have signed it and its name must equal the
+    /// origin. Signatures by keys in `witnesses` are checked too; others are ignored.
+    pub fn open(
+        bytes: &[u8],
+        log_key: &VerifierKey,
+        witnesses: &[VerifierKey],
+    ) -> Result<Self, CheckpointError> {
+        let note = Note::parse(bytes)?;
+        let checkpoint = Checkpoint::parse(note.text())?;
+        if checkpoint.origin != log_key.name() {
+            return Err(CheckpointError::WrongOrigin {
+                expected: log_key.name().to_owned(),
+                found: checkpoint.origin,
+            });
+        }
+        let mut keys = vec![log_key.clone()];
+        keys.extend_from_slice(witnesses);
+        let verified = note.verify(&keys)?;
+        if !verified.iter().any(|v| v.key == *log_key) {
+            return Err(CheckpointError::Note(NoteError::NoKnownSignature));
+        }
+        Ok(SignedCheckpoint {
+            checkpoint,
+            note,
+            verified,
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! The reprolog log entry: one signing event, defined in `spec/entry.md`.
+//!
+//! The encoding is canonical text: fixed line order, sorted references, one encoding per
+//! value. A decoder re-encodes what it read and refuses any difference, so equal events are
+//! equal bytes and an event submitted twice has one leaf hash.
+
+use std::collections::BTreeSet;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+
+use crate::nix::narinfo::{fingerprint, NixHash};
+use crate::nix::store_path::check_base_name;
+use crate::nix::{NarInfo, NixPublicKey, NixSignature, StorePath};
+use crate::tiles::MAX_ENTRY_BYTES;
+
+/// The first line of every version-1 entry.
+pub const VERSION_LINE: &str = "reprolog-entry/v1";
+
+/// What the builder claims by the signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// The key signed the output for a binary cache (a narinfo `Sig:`). It says nothing about
+    /// who built it.
+    CacheSignature,
+}
+
+impl EntryKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EntryKind::CacheSignature => "cache-signature",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cache-signature" => Some(EntryKind::CacheSignature),
+            _ => None,
+        }
+    }
+}
+
+/// Why an entry could not be built, encoded or decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("entry is {0} bytes, over the {MAX_ENTRY_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("line {line}: {reason}")]
+    Malformed { line: usize, reason: String },
+    #[error("entry is not in canonical form")]
+    NotCanonical,
+    #[error("signature is by key {sig:?} but the builder key is {builder:?}")]
+    KeyNameMismatch { sig: String, builder: String },
+    #[error("signature does not verify under the builder key")]
+    BadSignature,
+    #[error("CA field contains a control character")]
+    BadCa,
+}
+
+/// One signing event: builder key `builder` signed the output described here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub store_path: StorePath,
+    pub nar_hash: NixHash,
+    pub nar_size: u64,
+    /// Base names.
+    pub references: BTreeSet<String>,
+    /// Base name of the deriver, when the narinfo names one. Not covered by the signature.
+    pub deriver: Option<String>,
+    /// The narinfo's CA field. Not covered by the signature.
+    pub ca: Option<String>,
+    pub builder: NixPublicKey,
+    pub signature: [u8; 64],
+}
+
+impl Entry {
+    /// The event of `builder` signing `info`, checked: the signature must be by that key and
+    /// verify over the narinfo's fingerprint.
+    pub fn from_narinfo(
+        info: &NarInfo,
+        builder: &NixPublicKey,
+        sig: &NixSignature,
+    ) -> Result<Self, EntryError> {
+        let entry = Entry {
+            kind: EntryKind::CacheSignature,
+            store_path: info.store_path.clone(),
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            references: info.references.clone(),
+            deriver: info.deriver.clone(),
+            ca: info.ca.clone(),
+            builder: builder.clone(),
+            signature: sig.signature,
+        };
+        if sig.key_name != builder.name {
+            return Err(EntryError::KeyNameMismatch {
+                sig: sig.key_name.clone(),
+                builder: builder.name.clone(),
+            });
+        }
+        entry.verify_signature()?;
+        Ok(entry)
+    }
+
+    /// The bytes the builder signed.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
+    }
+
+    /// Checks the builder's signature from the entry alone.
+    pub fn verify_signature(&self) -> Result<(), EntryError> {
+        let sig = NixSignature {
+            key_name: self.builder.name.clone(),
+            signature: self.signature,
+        };
+        if self.builder.verify(&self.fingerprint(), &sig) {
+            Ok(())
+        } else {
+            Err(EntryError::BadSignature)
+        }
+    }
+
+    /// The `Sig:` value as it appears in a narinfo.
+    pub fn nix_signature(&self) -> NixSignature {
+        NixSignature {
+            key_name: self.builder.name.clone(),
+            signature: self.signature,
+        }
+    }
+
+    fn lines(&self) -> String {
+        let mut s = format!("{VERSION_LINE}\nkind {}\n", self.kind.as_str());
+        s += &format!("store-path {}\n", self.store_path);
+        s += &format!("nar-hash {}\n", self.nar_hash.to_nix32());
+        s += &format!("nar-size {}\n", self.nar_size);
+        for r in &self.references {
+            s += &format!("reference {r}\n");
+        }
+        if let Some(d) = &self.deriver {
+            s += &format!("deriver {d}\n");
+        }
+        if let Some(ca) = &self.ca {
+            s += &format!("ca {ca}\n");
+        }
+        s += &format!("builder {}\n", self.builder);
+        s += &format!("signature {}\n", B64.encode(self.signature));
+        s
+    }
+
+    /// The canonical encoding, at most [`MAX_ENTRY_BYTES`].
+    pub fn encode(&self) -> Result<Vec<u8>, EntryError> {
+        if self
+            .ca
+            .as_deref()
+            .is_some_and(|ca| ca.chars().any(char::is_control))
+        {
+            return Err(EntryError::BadCa);
+        }
+        let bytes = self.lines().into_bytes();
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes a canonical entry. The signature is not checked; call [`Entry::verify_signature`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| malformed(1, "not UTF-8"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(malformed(1, "entry must end with a newline"))?;
+        let mut lines = EntryLines(body.split('\n').enumerate().peekable());
+        let (_, version) = lines.0.next().ok_or(malformed(1, "empty entry"))?;
+        if version != VERSION_LINE {
+            return Err(malformed(1, "unknown entry version"));
+        }
+        let (n, kind) = lines.field("kind")?;
+        let kind = EntryKind::parse(kind).ok_or(malformed(n, "unknown entry kind"))?;
+        let (n, path) = lines.field("store-path")?;
+        let store_path = StorePath::parse(path).map_err(|e| malformed(n, &e.to_string()))?;
+        let (n, hash) = lines.field("nar-hash")?;
+        let nar_hash = NixHash::parse(hash).map_err(|e| malformed(n, &e))?;
+        let (n, size) = lines.field("nar-size")?;
+        let nar_size = crate::checkpoint::parse_canonical_u64(size)
+            .ok_or(malformed(n, "bad nar-size"))?;
+        let mut references = BTreeSet::new();
+        while let Some((n, r)) = lines.optional("reference")? {
+            check_base_name(r).map_err(|e| malformed(n, &e.to_string()))?;
+            references.insert(r.to_owned());
+        }
+        let deriver = match lines.optional("deriver")? {
+            Some((n, d)) => {
+                check_base_name(d).map_err(|e| malformed(n, &e.to_string()))?;
+                Some(d.to_owned())
+            }
+            None => None,
+        };
+        let ca = lines.optional("ca")?.map(|(_, c)| c.to_owned());
+        let (n, builder) = lines.field("builder")?;
+        let builder = NixPublicKey::parse(builder).map_err(|e| malformed(n, &e.to_string()))?;
+        let (n, sig) = lines.field("signature")?;
+        let signature = B64
+            .decode(sig)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or(malformed(n, "signature must be base64 of 64 bytes"))?;
+        if let Some((i, _)) = lines.0.next() {
+            return Err(malformed(i + 1, "unexpected line after signature"));
+        }
+        let entry = Entry {
+            kind,
+            store_path,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            ca,
+            builder,
+            signature,
+        };
+        if entry.encode()? != bytes {
+            return Err(EntryError::NotCanonical);
+        }
+        Ok(entry)
+    }
+}
+
+fn malformed(line: usize, reason: &str) -> EntryError {
+    EntryError::Malformed {
+        line,
+        reason: reason.to_owned(),
+    }
+}
+
+/// The lines of an entry, read in their fixed order.
+struct EntryLines<'a, I: Iterator<Item = &'a str>>(std::iter::Peekable<std::iter::Enumerate<I>>);
+
+impl<'a, I: Iterator<Item = &'a str>> EntryLines<'a, I> {
+    /// The next line, which must be `<name> <value>`; returns its number and value.
+    fn field(&mut self, name: &str) -> Result<(usize, &'a str), EntryError> {
+        let (i, line) = self
+            .0
+            .next()
+            .ok_or(malformed(0, &format!("missing {name} line")))?;
+        line.strip_prefix(name)
+            .and_then(|v| v.strip_prefix(' '))
+            .map(|v| (i + 1, v))
+            .ok_or(malformed(i + 1, &format!("expected \"{name} …\"")))
+    }
+
+    /// The next line if it is `<name> <value>`.
+    fn optional(&mut self, name: &str) -> Result<Option<(usize, &'a str)>, EntryError> {
+        match self.0.peek() {
+            Some((_, l)) if l.strip_prefix(name).is_some_and(|v| v.starts_with(' ')) => {
+                self.field(name).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! # reprolog-verifier
+//!
+//! Every format and proof of reprolog, the transparency log for Nix signing events, as pure
+//! code with no I/O, shared by the log server, the witness, the CLI and every client:
+//!
+//! - [`merkle`]: RFC 6962 hashing, inclusion and consistency proofs;
+//! - [`note`]: C2SP signed-note keys and notes;
+//! - [`checkpoint`]: C2SP tlog-checkpoint;
+//! - [`cosignature`]: C2SP tlog-cosignature (cosignature/v1);
+//! - [`tiles`]: C2SP tlog-tiles paths and entry bundles;
+//! - [`proof`]: C2SP tlog-proof receipts;
+//! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
+//! - [`entry`]: the reprolog log entry (`spec/entry.md`).
+//!
+//! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
+//! and never panic.
+
+pub mod checkpoint;
+pub mod cosignature;
+pub mod entry;
+pub mod merkle;
+pub mod nix;
+pub mod note;
+pub mod proof;
+pub mod tiles;

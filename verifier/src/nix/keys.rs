@@ -1,0 +1,163 @@
+//! Nix signing keys and signatures: `name:base64(...)`, as `nix key generate-secret`,
+//! `trusted-public-keys` and narinfo `Sig:` lines write them.
+
+use std::fmt;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+
+/// A malformed Nix key or signature.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NixKeyError {
+    #[error("expected name:base64")]
+    NoName,
+    #[error("key name {0:?} contains white space")]
+    BadName(String),
+    #[error("{0} is not valid base64")]
+    BadBase64(&'static str),
+    #[error("{what} must be {want} bytes, got {got}")]
+    WrongLength {
+        what: &'static str,
+        want: usize,
+        got: usize,
+    },
+    #[error("secret key's public half does not match its seed")]
+    MismatchedSecretKey,
+    #[error("not a valid Ed25519 public key")]
+    BadPublicKey,
+}
+
+/// Splits `name:base64`, decoding the value to exactly `len` bytes.
+fn split<const N: usize>(s: &str, what: &'static str) -> Result<(String, [u8; N]), NixKeyError> {
+    let (name, b64) = s.trim().split_once(':').ok_or(NixKeyError::NoName)?;
+    if name.is_empty() {
+        return Err(NixKeyError::NoName);
+    }
+    if name.contains(char::is_whitespace) {
+        return Err(NixKeyError::BadName(name.to_owned()));
+    }
+    let bytes = B64.decode(b64).map_err(|_| NixKeyError::BadBase64(what))?;
+    let got = bytes.len();
+    let bytes = bytes.try_into().map_err(|_| NixKeyError::WrongLength {
+        what,
+        want: N,
+        got,
+    })?;
+    Ok((name.to_owned(), bytes))
+}
+
+/// A Nix public key, `name:base64(32-byte Ed25519 key)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NixPublicKey {
+    pub name: String,
+    pub key: VerifyingKey,
+}
+
+impl NixPublicKey {
+    pub fn parse(s: &str) -> Result<Self, NixKeyError> {
+        let (name, bytes) = split::<32>(s, "public key")?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| NixKeyError::BadPublicKey)?;
+        Ok(NixPublicKey { name, key })
+    }
+
+    /// Parses a space- or newline-separated list, as `trusted-public-keys` holds.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, NixKeyError> {
+        s.split_whitespace().map(Self::parse).collect()
+    }
+
+    /// Checks a signature over a fingerprint with strict Ed25519 (no malleable or small-order
+    /// encodings), as libsodium does for Nix.
+    pub fn verify(&self, fingerprint: &str, sig: &NixSignature) -> bool {
+        sig.key_name == self.name
+            && self
+                .key
+                .verify_strict(
+                    fingerprint.as_bytes(),
+                    &ed25519_dalek::Signature::from_bytes(&sig.signature),
+                )
+                .is_ok()
+    }
+}
+
+impl fmt::Display for NixPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, B64.encode(self.key.as_bytes()))
+    }
+}
+
+impl fmt::Debug for NixPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NixPublicKey({self})")
+    }
+}
+
+/// A Nix secret key, `name:base64(32-byte seed ‖ 32-byte public key)`.
+#[derive(Clone)]
+pub struct NixSecretKey {
+    pub name: String,
+    key: SigningKey,
+}
+
+impl fmt::Debug for NixSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NixSecretKey({}, secret redacted)", self.name)
+    }
+}
+
+impl NixSecretKey {
+    pub fn parse(s: &str) -> Result<Self, NixKeyError> {
+        let (name, bytes) = split::<64>(s, "secret key")?;
+        let key = SigningKey::from_keypair_bytes(&bytes)
+            .map_err(|_| NixKeyError::MismatchedSecretKey)?;
+        Ok(NixSecretKey { name, key })
+    }
+
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Self {
+        NixSecretKey {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The file form; treat it as a secret.
+    pub fn to_secret_string(&self) -> String {
+        format!("{}:{}", self.name, B64.encode(self.key.to_keypair_bytes()))
+    }
+
+    pub fn public_key(&self) -> NixPublicKey {
+        NixPublicKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
+    }
+
+    pub fn sign(&self, fingerprint: &str) -> NixSignature {
+        NixSignature {
+            key_name: self.name.clone(),
+            signature: self.key.sign(fingerprint.as_bytes()).to_bytes(),
+        }
+    }
+}
+
+/// A narinfo signature, `name:base64(64-byte Ed25519 signature)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NixSignature {
+    pub key_name: String,
+    pub signature: [u8; 64],
+}
+
+impl NixSignature {
+    pub fn parse(s: &str) -> Result<Self, NixKeyError> {
+        let (key_name, signature) = split::<64>(s, "signature")?;
+        Ok(NixSignature {
+            key_name,
+            signature,
+        })
+    }
+}
+
+impl fmt::Display for NixSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.key_name, B64.encode(self.signature))
+    }
+}
