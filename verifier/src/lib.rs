@@ -10,7 +10,8 @@
 //! - [`tiles`]: C2SP tlog-tiles paths and entry bundles;
 //! - [`proof`]: C2SP tlog-proof receipts;
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
-//! - [`entry`]: the reprolog log entry (`spec/entry.md`).
+//! - [`entry`]: the reprolog log entry (`spec/entry.md`);
+//! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
@@ -23,3 +24,4 @@ pub mod nix;
 pub mod note;
 pub mod proof;
 pub mod tiles;
+pub mod witness_request;
