@@ -47,6 +47,8 @@ pub enum BundleError {
     EntryTooLarge { index: usize, len: usize },
     #[error("bundle holds more than {TILE_WIDTH} entries")]
     TooManyEntries,
+    #[error("bundle is empty")]
+    Empty,
     #[error("bundle is truncated at byte {offset}")]
     Truncated { offset: usize },
 }
@@ -192,6 +194,9 @@ pub fn encode_bundle<E: AsRef<[u8]>>(entries: &[E]) -> Result<Vec<u8>, BundleErr
 
 /// Decodes a bundle into its entries.
 pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<&[u8]>, BundleError> {
+    if bytes.is_empty() {
+        return Err(BundleError::Empty);
+    }
     let mut entries = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
