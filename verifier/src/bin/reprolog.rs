@@ -1,1 +1,118 @@
-fn main() {}
+//! `reprolog`: the command-line client of the reprolog transparency log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use reprolog_verifier::nix::{NarInfo, NixPublicKey, SignatureStatus};
+
+/// narinfo files are small; anything larger is not one.
+const MAX_NARINFO_BYTES: u64 = 1 << 20;
+
+#[derive(Parser)]
+#[command(name = "reprolog", version, about = "Client for the reprolog log of Nix signing events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Offline work on narinfo files.
+    #[command(subcommand)]
+    Narinfo(NarinfoCommand),
+}
+
+#[derive(Subcommand)]
+enum NarinfoCommand {
+    /// Print the exact bytes Nix signs for a narinfo, with no newline.
+    Fingerprint { file: PathBuf },
+    /// Check each narinfo's signatures. Exits 0 when every file has at least one valid
+    /// signature by a trusted key, 1 otherwise. A CA field never stands in for a signature.
+    Verify {
+        /// Space-separated Nix public keys, `name:base64`, as in nix.conf.
+        #[arg(long, value_name = "KEYS")]
+        trusted_public_keys: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn read_narinfo(path: &Path) -> Result<NarInfo> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .len();
+    if len > MAX_NARINFO_BYTES {
+        anyhow::bail!("{}: {len} bytes is too large for a narinfo", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    NarInfo::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Prints each signature's verdict; returns whether one was valid.
+fn verify_file(path: &Path, trusted: &[NixPublicKey]) -> Result<bool> {
+    let info = read_narinfo(path)?;
+    let statuses = info.check_signatures(trusted);
+    let ok = statuses
+        .iter()
+        .any(|(_, s)| matches!(s, SignatureStatus::Valid(_)));
+    println!("{}: {}", path.display(), if ok { "ok" } else { "FAILED" });
+    if statuses.is_empty() {
+        println!("  no signatures");
+    }
+    for (sig, status) in statuses {
+        let key = sig.split_once(':').map_or(sig.as_str(), |(k, _)| k);
+        match status {
+            SignatureStatus::Valid(_) => println!("  valid      {key}"),
+            SignatureStatus::Invalid => println!("  invalid    {key}"),
+            SignatureStatus::Untrusted => println!("  untrusted  {key}"),
+            SignatureStatus::Malformed(e) => println!("  malformed  {key}: {e}"),
+        }
+    }
+    Ok(ok)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Narinfo(NarinfoCommand::Fingerprint { file }) => {
+            let info = read_narinfo(&file)?;
+            std::io::stdout().write_all(info.fingerprint().as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Narinfo(NarinfoCommand::Verify {
+            trusted_public_keys,
+            files,
+        }) => {
+            let trusted = NixPublicKey::parse_list(&trusted_public_keys)
+                .context("--trusted-public-keys")?;
+            let mut all_ok = true;
+            for file in &files {
+                match verify_file(file, &trusted) {
+                    Ok(ok) => all_ok &= ok,
+                    Err(e) => {
+                        println!("{}: FAILED", file.display());
+                        eprintln!("error: {e:#}");
+                        all_ok = false;
+                    }
+                }
+            }
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
