@@ -119,6 +119,13 @@ impl NixSecretKey {
         }
     }
 
+    /// A fresh key from the operating system's random source.
+    pub fn generate(name: &str) -> Self {
+        let mut seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        Self::from_seed(name, seed)
+    }
+
     /// The file form; treat it as a secret.
     pub fn to_secret_string(&self) -> String {
         format!("{}:{}", self.name, B64.encode(self.key.to_keypair_bytes()))
