@@ -14,7 +14,13 @@ pub fn testdata() -> PathBuf {
 /// A `nix` command with the nix-command feature on and no substituters.
 pub fn nix(args: &[&str]) -> Command {
     let mut c = Command::new("nix");
-    c.args(["--extra-experimental-features", "nix-command", "--option", "substituters", ""]);
+    c.args([
+        "--extra-experimental-features",
+        "nix-command",
+        "--option",
+        "substituters",
+        "",
+    ]);
     c.args(args);
     c
 }

@@ -20,12 +20,17 @@ fn nix_accepts_narinfos_signed_by_reprolog() {
     let cache = dir.path().join("cache");
     run_ok({
         let mut c = nix(&["copy", "--to"]);
-        c.arg(format!("file://{}?compression=none", cache.display())).arg(&top);
+        c.arg(format!("file://{}?compression=none", cache.display()))
+            .arg(&top);
         c
     });
     let key = NixSecretKey::generate("reprolog-test-1");
     let public = key.public_key().to_string();
-    assert_ne!(nix_verify(&cache, &public, &top), Some(0), "unsigned narinfo passed");
+    assert_ne!(
+        nix_verify(&cache, &public, &top),
+        Some(0),
+        "unsigned narinfo passed"
+    );
 
     for path in [&dep, &top] {
         let file = narinfo_path(&cache, path);
@@ -40,7 +45,9 @@ fn nix_accepts_narinfos_signed_by_reprolog() {
     assert_eq!(nix_verify(&cache, &public, &top), Some(0));
 
     // The same name with another key: Nix refuses, so the check above could fail.
-    let impostor = NixSecretKey::generate("reprolog-test-1").public_key().to_string();
+    let impostor = NixSecretKey::generate("reprolog-test-1")
+        .public_key()
+        .to_string();
     assert_ne!(nix_verify(&cache, &impostor, &top), Some(0));
 }
 
@@ -49,7 +56,12 @@ fn reprolog_accepts_narinfos_signed_by_nix() {
     let dir = tempfile::tempdir().unwrap();
     let (_, top) = build_pair(dir.path(), "signed-by-nix");
     let secret_file = dir.path().join("b1.sec");
-    let secret = stdout(&run_ok(nix(&["key", "generate-secret", "--key-name", "builder-1"])));
+    let secret = stdout(&run_ok(nix(&[
+        "key",
+        "generate-secret",
+        "--key-name",
+        "builder-1",
+    ])));
     std::fs::write(&secret_file, &secret).unwrap();
     let public = stdout(&run_ok({
         let mut c = nix(&["key", "convert-secret-to-public"]);
@@ -74,7 +86,12 @@ fn reprolog_accepts_narinfos_signed_by_nix() {
     });
     // A second signature added by `nix store sign` on the cache itself.
     let second_file = dir.path().join("b2.sec");
-    let second = stdout(&run_ok(nix(&["key", "generate-secret", "--key-name", "builder-2"])));
+    let second = stdout(&run_ok(nix(&[
+        "key",
+        "generate-secret",
+        "--key-name",
+        "builder-2",
+    ])));
     std::fs::write(&second_file, &second).unwrap();
     run_ok({
         let mut c = nix(&["store", "sign", "--store"]);
@@ -97,5 +114,8 @@ fn reprolog_accepts_narinfos_signed_by_nix() {
     // And a narinfo Nix signed stops verifying when a signed field changes.
     let changed = NarInfo::parse(&text.replace("NarSize: ", "NarSize: 1")).unwrap();
     let statuses = changed.check_signatures(&[public, second_public]);
-    assert!(statuses.iter().all(|(_, s)| *s == SignatureStatus::Invalid), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(_, s)| *s == SignatureStatus::Invalid),
+        "{statuses:?}"
+    );
 }

@@ -68,10 +68,10 @@ impl Checkpoint {
             .next()
             .filter(|o| !o.is_empty())
             .ok_or(malformed(1, "origin line is empty"))?;
-        let size = lines
-            .next()
-            .and_then(parse_canonical_u64)
-            .ok_or(malformed(2, "tree size must be a decimal with no leading zero"))?;
+        let size = lines.next().and_then(parse_canonical_u64).ok_or(malformed(
+            2,
+            "tree size must be a decimal with no leading zero",
+        ))?;
         let root = lines
             .next()
             .and_then(parse_hash)
@@ -93,7 +93,12 @@ impl Checkpoint {
 
     /// The body text, each line ending in a newline.
     pub fn to_text(&self) -> String {
-        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        let mut s = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        );
         for e in &self.extensions {
             s.push_str(e);
             s.push('\n');

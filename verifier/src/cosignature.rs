@@ -6,7 +6,7 @@
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::note::{NoteSignature, SignerKey};
+use crate::note::{InvalidSignature, NoteSignature, SignerKey};
 
 /// The message a witness signs for a checkpoint body at a time.
 pub fn signed_message(checkpoint_text: &str, timestamp: u64) -> Vec<u8> {
@@ -27,11 +27,15 @@ pub fn cosign(witness: &SignerKey, checkpoint_text: &str, timestamp: u64) -> Not
 }
 
 /// Checks a cosignature (timestamp ‖ signature) and returns its timestamp.
-pub(crate) fn verify(key: &VerifyingKey, checkpoint_text: &str, sig: &[u8]) -> Result<u64, ()> {
-    let (ts, sig) = sig.split_first_chunk::<8>().ok_or(())?;
+pub(crate) fn verify(
+    key: &VerifyingKey,
+    checkpoint_text: &str,
+    sig: &[u8],
+) -> Result<u64, InvalidSignature> {
+    let (ts, sig) = sig.split_first_chunk::<8>().ok_or(InvalidSignature)?;
     let timestamp = u64::from_be_bytes(*ts);
-    let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| ())?;
+    let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| InvalidSignature)?;
     key.verify_strict(&signed_message(checkpoint_text, timestamp), &sig)
-        .map_err(|_| ())?;
+        .map_err(|_| InvalidSignature)?;
     Ok(timestamp)
 }

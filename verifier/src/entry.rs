@@ -189,8 +189,8 @@ impl Entry {
         let (n, hash) = lines.field("nar-hash")?;
         let nar_hash = NixHash::parse(hash).map_err(|e| malformed(n, &e))?;
         let (n, size) = lines.field("nar-size")?;
-        let nar_size = crate::checkpoint::parse_canonical_u64(size)
-            .ok_or(malformed(n, "bad nar-size"))?;
+        let nar_size =
+            crate::checkpoint::parse_canonical_u64(size).ok_or(malformed(n, "bad nar-size"))?;
         let mut references = BTreeSet::new();
         while let Some((n, r)) = lines.optional("reference")? {
             check_base_name(r).map_err(|e| malformed(n, &e.to_string()))?;

@@ -485,7 +485,12 @@ mod tests {
             assert!(t.1.get() <= 2 * 13, "{} reads for index {i}", t.1.get());
             t.1.set(0);
             prove_consistency(i + 1, size, &t).unwrap();
-            assert!(t.1.get() <= 2 * 13, "{} reads for old size {}", t.1.get(), i + 1);
+            assert!(
+                t.1.get() <= 2 * 13,
+                "{} reads for old size {}",
+                t.1.get(),
+                i + 1
+            );
         }
     }
 }

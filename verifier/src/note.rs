@@ -55,6 +55,11 @@ pub enum NoteError {
     NoKnownSignature,
 }
 
+/// A signature that does not verify under the key it names.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid signature")]
+pub struct InvalidSignature;
+
 /// Whether a key name is valid: non-empty, no Unicode white space, no '+'.
 pub fn valid_key_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '+')
@@ -145,7 +150,9 @@ impl SignerKey {
         let rest = s
             .trim_end_matches('\n')
             .strip_prefix("PRIVATE+KEY+")
-            .ok_or(KeyError::Malformed("signer key must start with PRIVATE+KEY+"))?;
+            .ok_or(KeyError::Malformed(
+                "signer key must start with PRIVATE+KEY+",
+            ))?;
         let (name, hash, bytes) = split_key(rest, "signer key must be PRIVATE+KEY+name+hash+key")?;
         if bytes[0] != ALG_ED25519 {
             return Err(KeyError::UnknownAlgorithm(bytes[0]));
@@ -272,15 +279,16 @@ impl VerifierKey {
 
     /// Checks one signature (without its key ID) over a note text. A valid cosignature yields
     /// its timestamp; a valid Ed25519 signature yields `None`.
-    pub fn verify(&self, text: &str, signature: &[u8]) -> Result<Option<u64>, ()> {
+    pub fn verify(&self, text: &str, signature: &[u8]) -> Result<Option<u64>, InvalidSignature> {
         match self.alg {
             ALG_COSIGNATURE_V1 => cosignature::verify(&self.key, text, signature).map(Some),
             _ => {
-                let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| ())?;
+                let sig = ed25519_dalek::Signature::from_slice(signature)
+                    .map_err(|_| InvalidSignature)?;
                 self.key
                     .verify_strict(text.as_bytes(), &sig)
                     .map(|_| None)
-                    .map_err(|_| ())
+                    .map_err(|_| InvalidSignature)
             }
         }
     }
@@ -311,9 +319,9 @@ impl NoteSignature {
         let rest = line
             .strip_prefix(SIGNATURE_PREFIX)
             .ok_or(malformed("signature line must start with \"\u{2014} \""))?;
-        let (name, b64) = rest
-            .split_once(' ')
-            .ok_or(malformed("signature line must be \"\u{2014} name signature\""))?;
+        let (name, b64) = rest.split_once(' ').ok_or(malformed(
+            "signature line must be \"\u{2014} name signature\"",
+        ))?;
         if !valid_key_name(name) {
             return Err(malformed("bad key name in signature line"));
         }
@@ -454,12 +462,12 @@ impl Note {
             if verified.iter().any(|v| v.key == *key) {
                 continue;
             }
-            let timestamp =
-                key.verify(&self.text, &sig.signature)
-                    .map_err(|()| NoteError::BadSignature {
-                        name: sig.name.clone(),
-                        key_id: sig.key_id,
-                    })?;
+            let timestamp = key
+                .verify(&self.text, &sig.signature)
+                .map_err(|InvalidSignature| NoteError::BadSignature {
+                    name: sig.name.clone(),
+                    key_id: sig.key_id,
+                })?;
             verified.push(VerifiedSignature {
                 key: key.clone(),
                 timestamp,

@@ -126,12 +126,7 @@ impl TilePath {
     pub fn nodes(&self) -> Vec<NodeId> {
         match self.kind {
             TileKind::Hashes { level } => (0..u64::from(self.width))
-                .map(|i| {
-                    NodeId::new(
-                        level * TILE_HEIGHT,
-                        self.index * TILE_WIDTH + i,
-                    )
-                })
+                .map(|i| NodeId::new(level * TILE_HEIGHT, self.index * TILE_WIDTH + i))
                 .collect(),
             TileKind::Entries => Vec::new(),
         }
@@ -227,8 +222,18 @@ mod tests {
         let cases = [
             ("tile/0/000", TileKind::Hashes { level: 0 }, 0, 256),
             ("tile/1/x001/234", TileKind::Hashes { level: 1 }, 1234, 256),
-            ("tile/entries/x001/x234/067.p/8", TileKind::Entries, 1_234_067, 8),
-            ("tile/63/999.p/255", TileKind::Hashes { level: 63 }, 999, 255),
+            (
+                "tile/entries/x001/x234/067.p/8",
+                TileKind::Entries,
+                1_234_067,
+                8,
+            ),
+            (
+                "tile/63/999.p/255",
+                TileKind::Hashes { level: 63 },
+                999,
+                255,
+            ),
         ];
         for (path, kind, index, width) in cases {
             let t = TilePath::parse(path).unwrap();

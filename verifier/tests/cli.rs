@@ -15,7 +15,11 @@ fn reprolog(args: &[&str]) -> Output {
 }
 
 fn lix_path(name: &str) -> String {
-    testdata().join("nix/lix").join(name).to_string_lossy().into_owned()
+    testdata()
+        .join("nix/lix")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn lix_key() -> String {
@@ -28,7 +32,10 @@ fn fingerprint_prints_the_signed_bytes() {
     for (name, text) in &files {
         let out = reprolog(&["narinfo", "fingerprint", &lix_path(name)]);
         assert!(out.status.success());
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), NarInfo::parse(text).unwrap().fingerprint());
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            NarInfo::parse(text).unwrap().fingerprint()
+        );
     }
 }
 
@@ -55,7 +62,13 @@ fn verify_reports_untrusted_invalid_and_malformed() {
 
     // A trusted key of another name: the lix signature is untrusted.
     let other_key = format!("other:{}", "A".repeat(43) + "=");
-    let out = reprolog(&["narinfo", "verify", "--trusted-public-keys", &other_key, &good]);
+    let out = reprolog(&[
+        "narinfo",
+        "verify",
+        "--trusted-public-keys",
+        &other_key,
+        &good,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("untrusted  cache.lix.systems"));
 
@@ -64,7 +77,14 @@ fn verify_reports_untrusted_invalid_and_malformed() {
     let size_line = text.lines().find(|l| l.starts_with("NarSize: ")).unwrap();
     std::fs::write(&changed, text.replace(size_line, &format!("{size_line}1"))).unwrap();
     let changed = changed.to_string_lossy().into_owned();
-    let out = reprolog(&["narinfo", "verify", "--trusted-public-keys", &lix_key(), &good, &changed]);
+    let out = reprolog(&[
+        "narinfo",
+        "verify",
+        "--trusted-public-keys",
+        &lix_key(),
+        &good,
+        &changed,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("{good}: ok")));
@@ -73,18 +93,37 @@ fn verify_reports_untrusted_invalid_and_malformed() {
 
     // A malformed file: the message names the file and the line.
     let broken = dir.path().join("broken.narinfo");
-    std::fs::write(&broken, text.replacen("NarHash: sha256:", "NarHash: sha256:!", 1)).unwrap();
-    let out = reprolog(&["narinfo", "verify", "--trusted-public-keys", &lix_key(), broken.to_str().unwrap()]);
+    std::fs::write(
+        &broken,
+        text.replacen("NarHash: sha256:", "NarHash: sha256:!", 1),
+    )
+    .unwrap();
+    let out = reprolog(&[
+        "narinfo",
+        "verify",
+        "--trusted-public-keys",
+        &lix_key(),
+        broken.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let nar_hash_line = text.lines().position(|l| l.starts_with("NarHash")).unwrap() + 1;
     assert!(
-        stderr.contains(&format!("{}: line {nar_hash_line}: NarHash", broken.display())),
+        stderr.contains(&format!(
+            "{}: line {nar_hash_line}: NarHash",
+            broken.display()
+        )),
         "{stderr}"
     );
 
     // A bad key list is an error, not a silent "untrusted".
-    let out = reprolog(&["narinfo", "verify", "--trusted-public-keys", "nonsense", &good]);
+    let out = reprolog(&[
+        "narinfo",
+        "verify",
+        "--trusted-public-keys",
+        "nonsense",
+        &good,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--trusted-public-keys"));
 }

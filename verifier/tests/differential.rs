@@ -26,7 +26,9 @@ impl Hasher for Rfc6962 {
 }
 
 fn leaves(n: u64) -> Vec<Hash> {
-    (0..n).map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes())).collect()
+    (0..n)
+        .map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes()))
+        .collect()
 }
 
 fn ours(leaves: &[Hash]) -> MemoryTree {
@@ -80,18 +82,30 @@ fn proofs_match_go_tlog_both_ways() {
         assert_eq!(tlog::tree_hash(size, &go).unwrap().0, root);
         for n in (0..size).step_by((size as usize / 13).max(1)) {
             let our_proof = merkle::prove_inclusion(n, size, &ours).unwrap();
-            let go_proof: Vec<Hash> =
-                tlog::prove_record(size, n, &go).unwrap().iter().map(|h| h.0).collect();
+            let go_proof: Vec<Hash> = tlog::prove_record(size, n, &go)
+                .unwrap()
+                .iter()
+                .map(|h| h.0)
+                .collect();
             assert_eq!(our_proof, go_proof, "record proof {n} in {size}");
             let as_go: Vec<tlog::Hash> = our_proof.iter().map(|h| tlog::Hash(*h)).collect();
-            tlog::check_record(&as_go, size, tlog::Hash(root), n, tlog::Hash(leaves[n as usize]))
-                .unwrap();
+            tlog::check_record(
+                &as_go,
+                size,
+                tlog::Hash(root),
+                n,
+                tlog::Hash(leaves[n as usize]),
+            )
+            .unwrap();
 
             let old = n + 1;
             let old_root = merkle::tree_hash(old, &ours).unwrap();
             let our_tree_proof = merkle::prove_consistency(old, size, &ours).unwrap();
-            let go_tree_proof: Vec<Hash> =
-                tlog::prove_tree(size, old, &go).unwrap().iter().map(|h| h.0).collect();
+            let go_tree_proof: Vec<Hash> = tlog::prove_tree(size, old, &go)
+                .unwrap()
+                .iter()
+                .map(|h| h.0)
+                .collect();
             assert_eq!(our_tree_proof, go_tree_proof, "tree proof {old} -> {size}");
             merkle::verify_consistency(&go_tree_proof, old, size, &old_root, &root).unwrap();
             let as_go: Vec<tlog::Hash> = our_tree_proof.iter().map(|h| tlog::Hash(*h)).collect();

@@ -27,20 +27,31 @@ fn lix_narinfos_verify_and_round_trip() {
     let untrusted = NixSecretKey::from_seed("cache.lix.systems", [1; 32]).public_key();
     let (_, text) = &files[0];
     let info = NarInfo::parse(text).unwrap();
-    assert_eq!(info.check_signatures(&[untrusted])[0].1, SignatureStatus::Invalid);
+    assert_eq!(
+        info.check_signatures(&[untrusted])[0].1,
+        SignatureStatus::Invalid
+    );
     let other = NixSecretKey::from_seed("other", [1; 32]).public_key();
-    assert_eq!(info.check_signatures(&[other])[0].1, SignatureStatus::Untrusted);
+    assert_eq!(
+        info.check_signatures(&[other])[0].1,
+        SignatureStatus::Untrusted
+    );
 }
 
 #[test]
 fn the_lix_set_covers_the_quirks() {
     let (files, _) = lix_narinfos();
-    let infos: Vec<NarInfo> = files.iter().map(|(_, t)| NarInfo::parse(t).unwrap()).collect();
+    let infos: Vec<NarInfo> = files
+        .iter()
+        .map(|(_, t)| NarInfo::parse(t).unwrap())
+        .collect();
     assert!(infos.iter().any(|i| i.ca.is_some()));
     assert!(infos.iter().any(|i| i.deriver.is_some()));
     assert!(infos.iter().any(|i| i.references.is_empty()));
     assert!(files.iter().any(|(_, t)| t.contains("References: \n")));
-    assert!(infos.iter().any(|i| i.store_path.as_str().ends_with(".drv")));
+    assert!(infos
+        .iter()
+        .any(|i| i.store_path.as_str().ends_with(".drv")));
 }
 
 /// Changes one byte of a signed field to another plausible byte.
@@ -99,7 +110,13 @@ fn nar_hash_encodings_are_equivalent() {
     for s in [hex, b64, sri] {
         assert_eq!(NixHash::parse(s).unwrap(), want, "{s}");
     }
-    for bad in ["md5:abc", "sha256:xyz", "ungWv48Bz", "sha512-AAAA", "sha256:"] {
+    for bad in [
+        "md5:abc",
+        "sha256:xyz",
+        "ungWv48Bz",
+        "sha512-AAAA",
+        "sha256:",
+    ] {
         assert!(NixHash::parse(bad).is_err(), "{bad}");
     }
 }
@@ -119,11 +136,17 @@ fn nix_parsing_rules() {
     assert!(info.references.is_empty());
     // The final newline is required; CR is refused; each error names its line.
     assert_eq!(line_of(MINIMAL.trim_end()), 4);
-    assert_eq!(line_of(&MINIMAL.replace("URL: nar/x.nar\n", "URL: nar/x.nar\r\n")), 2);
+    assert_eq!(
+        line_of(&MINIMAL.replace("URL: nar/x.nar\n", "URL: nar/x.nar\r\n")),
+        2
+    );
     assert_eq!(line_of(&MINIMAL.replace("NarSize: 5", "NarSize: five")), 4);
     assert_eq!(line_of(&MINIMAL.replace("NarSize: 5", "NarSize: 0")), 4);
     assert_eq!(line_of(&MINIMAL.replace("NarSize: 5\n", "")), 3);
-    assert_eq!(line_of(&MINIMAL.replace("StorePath: /nix/store/1", "StorePath: /nix/store/e")), 1);
+    assert_eq!(
+        line_of(&MINIMAL.replace("StorePath: /nix/store/1", "StorePath: /nix/store/e")),
+        1
+    );
     assert_eq!(line_of(&format!("{MINIMAL}NarSize: 6\n")), 5);
     assert_eq!(line_of(&format!("{MINIMAL}References: bad\n")), 5);
     assert_eq!(line_of(&format!("{MINIMAL}no colon here\n")), 5);
@@ -156,7 +179,10 @@ fn nix_keys_round_trip_and_sign() {
     let pk = parsed.public_key();
     assert_eq!(NixPublicKey::parse(&pk.to_string()).unwrap(), pk);
     let sig = parsed.sign("1;fingerprint");
-    assert!(pk.verify("1;fingerprint", &NixSignature::parse(&sig.to_string()).unwrap()));
+    assert!(pk.verify(
+        "1;fingerprint",
+        &NixSignature::parse(&sig.to_string()).unwrap()
+    ));
     assert!(!pk.verify("1;fingerprinT", &sig));
     assert!(NixPublicKey::parse("no-colon").is_err());
     assert!(NixPublicKey::parse("k:AAAA").is_err());
@@ -209,20 +235,33 @@ fn entries_refuse_non_canonical_and_bad_bytes() {
     let (vector, _) = spec_vector();
     let unsorted = {
         let mut lines: Vec<&str> = vector.lines().collect();
-        let first = lines.iter().position(|l| l.starts_with("reference ")).unwrap();
+        let first = lines
+            .iter()
+            .position(|l| l.starts_with("reference "))
+            .unwrap();
         lines.swap(first, first + 1);
         lines.join("\n") + "\n"
     };
-    assert_eq!(Entry::decode(unsorted.as_bytes()), Err(EntryError::NotCanonical));
+    assert_eq!(
+        Entry::decode(unsorted.as_bytes()),
+        Err(EntryError::NotCanonical)
+    );
     let nix32_hash = vector.lines().find(|l| l.starts_with("nar-hash ")).unwrap();
     let hex_hash = format!(
         "nar-hash sha256:{}",
         hex::encode(NixHash::parse(&nix32_hash[9..]).unwrap().0)
     );
     let hexed = vector.replace(nix32_hash, &hex_hash);
-    assert_eq!(Entry::decode(hexed.as_bytes()), Err(EntryError::NotCanonical));
+    assert_eq!(
+        Entry::decode(hexed.as_bytes()),
+        Err(EntryError::NotCanonical)
+    );
     assert!(matches!(
-        Entry::decode(vector.replace("kind cache-signature", "kind telepathy").as_bytes()),
+        Entry::decode(
+            vector
+                .replace("kind cache-signature", "kind telepathy")
+                .as_bytes()
+        ),
         Err(EntryError::Malformed { line: 2, .. })
     ));
     assert!(Entry::decode(vector.trim_end().as_bytes()).is_err());

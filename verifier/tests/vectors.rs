@@ -42,7 +42,11 @@ fn merkle_vectors() -> MerkleVectors {
             "leaf" => v.leaves.push(hex::decode(f[2]).unwrap()),
             "root" => v.roots.push((f[1].parse().unwrap(), hash(f[2]))),
             "inclusion" | "consistency" => {
-                let proof = f[3..].iter().filter(|h| !h.is_empty()).map(|h| hash(h)).collect();
+                let proof = f[3..]
+                    .iter()
+                    .filter(|h| !h.is_empty())
+                    .map(|h| hash(h))
+                    .collect();
                 let row = (f[1].parse().unwrap(), f[2].parse().unwrap(), proof);
                 if f[0] == "inclusion" {
                     v.inclusions.push(row)
@@ -107,8 +111,10 @@ fn rfc6962_consistency_proofs() {
         let old_root = merkle::tree_hash(*old, &t).unwrap();
         let new_root = merkle::tree_hash(*new, &t).unwrap();
         merkle::verify_consistency(proof, *old, *new, &old_root, &new_root).unwrap();
-        assert!(merkle::verify_consistency(proof, *old, *new, &new_root, &new_root).is_err()
-            || old == new);
+        assert!(
+            merkle::verify_consistency(proof, *old, *new, &new_root, &new_root).is_err()
+                || old == new
+        );
     }
 }
 
@@ -127,7 +133,10 @@ fn c2sp_tiles_of_the_reference_tree() {
     assert_eq!(bundle_path.entry_range(), 0..8);
     assert_eq!(encode_bundle(&v.leaves).unwrap(), v.bundle);
     let decoded = decode_bundle(&v.bundle).unwrap();
-    assert_eq!(decoded, v.leaves.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert_eq!(
+        decoded,
+        v.leaves.iter().map(Vec::as_slice).collect::<Vec<_>>()
+    );
     assert!(decode_bundle(&v.bundle[..v.bundle.len() - 1]).is_err());
 }
 
@@ -154,7 +163,9 @@ fn go_sumdb_note_keys_and_signatures() {
 
     // Unknown keys are ignored; a bad signature from a known key refuses the note.
     assert_eq!(note.verify(std::slice::from_ref(&second)).unwrap().len(), 1);
-    let unknown = SignerKey::from_seed("PeterNeumann", [7; 32]).unwrap().verifier_key();
+    let unknown = SignerKey::from_seed("PeterNeumann", [7; 32])
+        .unwrap()
+        .verifier_key();
     assert_eq!(note.verify(&[unknown]), Err(NoteError::NoKnownSignature));
     let tampered = note_bytes.replacen("cryptography", "Cryptography", 1);
     let tampered = Note::parse(tampered.as_bytes()).unwrap();
@@ -163,9 +174,15 @@ fn go_sumdb_note_keys_and_signatures() {
         Err(NoteError::BadSignature { .. })
     ));
 
-    let bad = text.lines().find(|l| l.contains("bad verifier keys")).unwrap();
+    let bad = text
+        .lines()
+        .find(|l| l.contains("bad verifier keys"))
+        .unwrap();
     let wrong_length = bad.split_whitespace().nth(3).unwrap();
-    assert!(matches!(VerifierKey::parse(wrong_length), Err(KeyError::Malformed(_))));
+    assert!(matches!(
+        VerifierKey::parse(wrong_length),
+        Err(KeyError::Malformed(_))
+    ));
     let unknown_alg = text
         .lines()
         .find(|l| l.contains("(unknown algorithm)"))
@@ -173,7 +190,10 @@ fn go_sumdb_note_keys_and_signatures() {
         .split_whitespace()
         .next()
         .unwrap();
-    assert_eq!(VerifierKey::parse(unknown_alg), Err(KeyError::UnknownAlgorithm(0x65)));
+    assert_eq!(
+        VerifierKey::parse(unknown_alg),
+        Err(KeyError::UnknownAlgorithm(0x65))
+    );
 }
 
 struct CheckpointVectors {
@@ -187,7 +207,12 @@ struct CheckpointVectors {
 
 fn checkpoint_vectors() -> CheckpointVectors {
     let text = read("note/vectors.txt");
-    let seed = |label| -> [u8; 32] { hex::decode(labelled(&text, label)).unwrap().try_into().unwrap() };
+    let seed = |label| -> [u8; 32] {
+        hex::decode(labelled(&text, label))
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
     let log = SignerKey::from_seed("example.com/testlog", seed("log ed25519 seed (hex)")).unwrap();
     let witness =
         SignerKey::from_seed("example.com/witness1", seed("witness ed25519 seed (hex)")).unwrap();
@@ -206,9 +231,15 @@ fn checkpoint_vectors() -> CheckpointVectors {
 fn cosigned_checkpoint_byte_for_byte() {
     let v = checkpoint_vectors();
     assert_eq!(v.log.to_secret_string(), labelled(&v.text, "log signer"));
-    assert_eq!(v.log.verifier_key().to_string(), labelled(&v.text, "log verifier"));
+    assert_eq!(
+        v.log.verifier_key().to_string(),
+        labelled(&v.text, "log verifier")
+    );
     let witness_vkey = v.witness.cosignature_verifier_key();
-    assert_eq!(witness_vkey.to_string(), labelled(&v.text, "witness verifier"));
+    assert_eq!(
+        witness_vkey.to_string(),
+        labelled(&v.text, "witness verifier")
+    );
 
     let leaves = merkle_vectors().leaves;
     let tree = reference_tree(&leaves, 8);
@@ -218,9 +249,12 @@ fn cosigned_checkpoint_byte_for_byte() {
     note.add_signature(cosign(&v.witness, note.text(), v.timestamp));
     assert_eq!(note.encode(), v.cosigned);
 
-    let opened =
-        SignedCheckpoint::open(v.cosigned.as_bytes(), &v.log.verifier_key(), &[witness_vkey])
-            .unwrap();
+    let opened = SignedCheckpoint::open(
+        v.cosigned.as_bytes(),
+        &v.log.verifier_key(),
+        &[witness_vkey],
+    )
+    .unwrap();
     assert_eq!(opened.checkpoint, checkpoint);
     assert_eq!(opened.verified.len(), 2);
     assert_eq!(opened.verified[1].timestamp, Some(v.timestamp));
@@ -243,8 +277,8 @@ fn add_checkpoint_body_byte_for_byte() {
     let v = checkpoint_vectors();
     let leaves = merkle_vectors().leaves;
     let tree = reference_tree(&leaves, 8);
-    let mut note = Note::new(&Checkpoint::new("example.com/testlog", 8, tree.root()).to_text())
-        .unwrap();
+    let mut note =
+        Note::new(&Checkpoint::new("example.com/testlog", 8, tree.root()).to_text()).unwrap();
     note.sign(&v.log);
     let request = AddCheckpoint {
         old_size: 4,
@@ -252,7 +286,10 @@ fn add_checkpoint_body_byte_for_byte() {
         checkpoint: note.encode(),
     };
     assert_eq!(request.encode(), v.add_checkpoint);
-    assert_eq!(AddCheckpoint::parse(v.add_checkpoint.as_bytes()).unwrap(), request);
+    assert_eq!(
+        AddCheckpoint::parse(v.add_checkpoint.as_bytes()).unwrap(),
+        request
+    );
 
     let path = labelled(&v.text, "witness monitoring path for this origin:");
     let origin_hash = hex::encode(Sha256::digest(b"example.com/testlog"));

@@ -12,7 +12,11 @@ use reprolog_verifier::nix::{NarInfo, NixPublicKey, SignatureStatus};
 const MAX_NARINFO_BYTES: u64 = 1 << 20;
 
 #[derive(Parser)]
-#[command(name = "reprolog", version, about = "Client for the reprolog log of Nix signing events")]
+#[command(
+    name = "reprolog",
+    version,
+    about = "Client for the reprolog log of Nix signing events"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,8 +89,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             trusted_public_keys,
             files,
         }) => {
-            let trusted = NixPublicKey::parse_list(&trusted_public_keys)
-                .context("--trusted-public-keys")?;
+            let trusted =
+                NixPublicKey::parse_list(&trusted_public_keys).context("--trusted-public-keys")?;
             let mut all_ok = true;
             for file in &files {
                 match verify_file(file, &trusted) {

@@ -38,11 +38,9 @@ fn split<const N: usize>(s: &str, what: &'static str) -> Result<(String, [u8; N]
     }
     let bytes = B64.decode(b64).map_err(|_| NixKeyError::BadBase64(what))?;
     let got = bytes.len();
-    let bytes = bytes.try_into().map_err(|_| NixKeyError::WrongLength {
-        what,
-        want: N,
-        got,
-    })?;
+    let bytes = bytes
+        .try_into()
+        .map_err(|_| NixKeyError::WrongLength { what, want: N, got })?;
     Ok((name.to_owned(), bytes))
 }
 
@@ -91,6 +89,26 @@ impl fmt::Debug for NixPublicKey {
     }
 }
 
+/// Checks many (key, fingerprint, signature) triples at once with Ed25519 batch verification,
+/// about twice as fast per signature as one by one. `true` means every signature is valid
+/// under strict rules too: weak (small-order) keys and mismatched key names are refused up
+/// front. On `false`, check one by one to find which failed.
+pub fn verify_batch(items: &[(&NixPublicKey, &str, &NixSignature)]) -> bool {
+    if items
+        .iter()
+        .any(|(k, _, s)| k.key.is_weak() || s.key_name != k.name)
+    {
+        return false;
+    }
+    let messages: Vec<&[u8]> = items.iter().map(|(_, m, _)| m.as_bytes()).collect();
+    let signatures: Vec<ed25519_dalek::Signature> = items
+        .iter()
+        .map(|(_, _, s)| ed25519_dalek::Signature::from_bytes(&s.signature))
+        .collect();
+    let keys: Vec<VerifyingKey> = items.iter().map(|(k, _, _)| k.key).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}
+
 /// A Nix secret key, `name:base64(32-byte seed ‖ 32-byte public key)`.
 #[derive(Clone)]
 pub struct NixSecretKey {
@@ -107,8 +125,8 @@ impl fmt::Debug for NixSecretKey {
 impl NixSecretKey {
     pub fn parse(s: &str) -> Result<Self, NixKeyError> {
         let (name, bytes) = split::<64>(s, "secret key")?;
-        let key = SigningKey::from_keypair_bytes(&bytes)
-            .map_err(|_| NixKeyError::MismatchedSecretKey)?;
+        let key =
+            SigningKey::from_keypair_bytes(&bytes).map_err(|_| NixKeyError::MismatchedSecretKey)?;
         Ok(NixSecretKey { name, key })
     }
 
@@ -166,5 +184,34 @@ impl NixSignature {
 impl fmt::Display for NixSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.key_name, B64.encode(self.signature))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_verification_agrees_with_single() {
+        let keys: Vec<NixSecretKey> = (0..8u8)
+            .map(|i| NixSecretKey::from_seed(&format!("k{i}"), [i; 32]))
+            .collect();
+        let publics: Vec<NixPublicKey> = keys.iter().map(NixSecretKey::public_key).collect();
+        let messages: Vec<String> = (0..8).map(|i| format!("1;/nix/store/x{i}")).collect();
+        let mut sigs: Vec<NixSignature> =
+            keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        let batch = |sigs: &[NixSignature]| {
+            let items: Vec<_> = publics
+                .iter()
+                .zip(&messages)
+                .zip(sigs)
+                .map(|((k, m), s)| (k, m.as_str(), s))
+                .collect();
+            verify_batch(&items)
+        };
+        assert!(batch(&sigs));
+        sigs[5].signature[10] ^= 1;
+        assert!(!batch(&sigs));
+        assert!(!publics[5].verify(&messages[5], &sigs[5]));
     }
 }

@@ -5,6 +5,6 @@ pub mod narinfo;
 pub mod nix32;
 pub mod store_path;
 
-pub use keys::{NixKeyError, NixPublicKey, NixSecretKey, NixSignature};
+pub use keys::{verify_batch, NixKeyError, NixPublicKey, NixSecretKey, NixSignature};
 pub use narinfo::{NarInfo, NarInfoError, SignatureStatus};
 pub use store_path::{StorePath, StorePathError};

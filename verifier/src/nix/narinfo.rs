@@ -190,7 +190,9 @@ impl NarInfo {
         }
         Ok(NarInfo {
             store_path: store_path.ok_or(err(end, "no StorePath line"))?,
-            url: url.filter(|u| !u.is_empty()).ok_or(err(end, "no URL line"))?,
+            url: url
+                .filter(|u| !u.is_empty())
+                .ok_or(err(end, "no URL line"))?,
             compression,
             file_hash,
             file_size,
@@ -220,7 +222,11 @@ impl NarInfo {
         s += &format!("NarSize: {}\n", self.nar_size);
         s += &format!(
             "References: {}\n",
-            self.references.iter().cloned().collect::<Vec<_>>().join(" ")
+            self.references
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         if let Some(d) = &self.deriver {
             s += &format!("Deriver: {d}\n");

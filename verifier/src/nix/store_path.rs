@@ -36,7 +36,9 @@ pub fn check_base_name(base: &str) -> Result<(), StorePathError> {
     if !hash.bytes().all(|b| nix32::ALPHABET.contains(&b)) {
         return Err(StorePathError::BadHashPart);
     }
-    let name = name.strip_prefix('-').ok_or(StorePathError::NotAStorePath)?;
+    let name = name
+        .strip_prefix('-')
+        .ok_or(StorePathError::NotAStorePath)?;
     let valid = |b: u8| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b);
     if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(valid) {
         return Err(StorePathError::BadName);

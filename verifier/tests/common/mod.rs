@@ -7,9 +7,7 @@ use std::path::PathBuf;
 pub fn testdata() -> PathBuf {
     std::env::var_os("REPROLOG_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"))
 }
 
 pub fn read(rel: &str) -> String {
@@ -49,6 +47,11 @@ pub fn lix_narinfos() -> (Vec<(String, String)>, String) {
         })
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "expected five lix narinfos in {}", dir.display());
+    assert_eq!(
+        files.len(),
+        5,
+        "expected five lix narinfos in {}",
+        dir.display()
+    );
     (files, read("nix/lix/cache.lix.systems.pub"))
 }
