@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every check reprolog has: formatting, clippy and all tests, after installing what the
+# tests need (Debian's nix-bin, used as the real Nix client). Run as root on Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nix >/dev/null 2>&1; then
+  echo "== installing nix-bin (real Nix for the end-to-end tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-features
