@@ -1,0 +1,643 @@
+//! The HTTP API (`spec/api.md`): submission, C2SP tlog-tiles, proofs, lookups and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use reprolog_verifier::entry::{Entry, EntryError};
+use reprolog_verifier::merkle;
+use reprolog_verifier::nix::store_path::HASH_PART_LEN;
+use reprolog_verifier::nix::{nix32, NarInfo, NixSignature};
+use reprolog_verifier::proof::TlogProof;
+use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath, TILE_HEIGHT, TILE_WIDTH};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::builders::{Builders, SignatureCheck};
+use crate::metrics::{Metrics, Rejection};
+use crate::publisher::{Published, SharedCheckpoint};
+use crate::sequencer::{Sequenced, Submission};
+use crate::storage::{LogStore, NewEntry, StoreError};
+
+/// The media type of narinfo submissions.
+pub const NARINFO_TYPE: &str = "text/x-nix-narinfo";
+/// The most events one path lookup returns.
+pub const MAX_PATH_EVENTS: usize = 1000;
+
+pub struct AppState<S> {
+    pub store: Arc<S>,
+    pub builders: Arc<Builders>,
+    pub published: SharedCheckpoint,
+    pub sequencer: tokio::sync::mpsc::Sender<Submission>,
+    pub metrics: Arc<Metrics>,
+}
+
+type Shared<S> = Arc<AppState<S>>;
+
+pub fn router<S: LogStore>(state: Shared<S>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/api/v1/narinfo", post(submit::<S>))
+        .route("/checkpoint", get(checkpoint::<S>))
+        .route("/tile/{*path}", get(tile::<S>))
+        .route("/api/v1/proof/inclusion", get(inclusion::<S>))
+        .route("/api/v1/proof/consistency", get(consistency::<S>))
+        .route("/api/v1/entries/{index}", get(entry::<S>))
+        .route("/api/v1/entries/{index}/tlog-proof", get(tlog_proof::<S>))
+        .route("/api/v1/paths/{hash_part}", get(path_events::<S>))
+        .route("/api/v1/builders", get(builders::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// An error answer: a status and a message, as JSON `{"error": …}`.
+pub struct ApiError(StatusCode, String, serde_json::Value);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError(status, msg.into(), serde_json::Value::Null)
+    }
+    fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, msg)
+    }
+    fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, msg)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("storage: {e}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+    }
+}
+
+impl From<Arc<StoreError>> for ApiError {
+    fn from(e: Arc<StoreError>) -> Self {
+        tracing::error!("storage: {e}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.1 });
+        if !self.2.is_null() {
+            body["results"] = self.2;
+        }
+        (self.0, Json(body)).into_response()
+    }
+}
+
+/// Runs blocking storage work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+fn current<S>(state: &AppState<S>) -> Arc<Published> {
+    state
+        .published
+        .read()
+        .map(|p| Arc::clone(&p))
+        .expect("checkpoint lock poisoned")
+}
+
+// ---- submission ----------------------------------------------------------------------------
+
+#[derive(Serialize, Clone, Debug)]
+struct SignatureResult {
+    key: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+struct NarinfoResult {
+    store_path: String,
+    signatures: Vec<SignatureResult>,
+}
+
+/// Splits a body into narinfos at blank lines, with the line each one starts on.
+fn split_narinfos(body: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in body.split_inclusive('\n').enumerate() {
+        if line == "\n" {
+            if !current.is_empty() {
+                out.push((start, std::mem::take(&mut current)));
+            }
+            start = i + 2;
+        } else {
+            current.push_str(line);
+        }
+    }
+    if !current.is_empty() {
+        out.push((start, current));
+    }
+    out
+}
+
+/// An entry to log, and which narinfo and signature it came from.
+struct Pending {
+    narinfo: usize,
+    signature: usize,
+    entry: NewEntry,
+}
+
+/// A submission that passed checking: each signature's result so far, and what to log.
+struct Checked {
+    results: Vec<NarinfoResult>,
+    pending: Vec<Pending>,
+}
+
+/// Parses and checks every narinfo: the entries to log and each signature's result so far.
+/// Malformed input or an oversized entry refuses the whole request, so nothing of it is stored.
+fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Rejection, ApiError)> {
+    let malformed = |msg: String| (Rejection::Malformed, ApiError::bad_request(msg));
+    let body = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8".into()))?;
+    let narinfos = split_narinfos(body);
+    if narinfos.is_empty() {
+        return Err(malformed("body holds no narinfo".into()));
+    }
+    let registry = builders.current();
+    let mut results = Vec::new();
+    let mut entries = Vec::new();
+    for (n, (start, text)) in narinfos.iter().enumerate() {
+        let info = NarInfo::parse(text).map_err(|e| {
+            malformed(format!(
+                "narinfo {} (line {} of the body): line {}: {}",
+                n + 1,
+                start + e.line - 1,
+                e.line,
+                e.reason
+            ))
+        })?;
+        let fingerprint = info.fingerprint();
+        let mut sigs = Vec::new();
+        for raw in &info.sigs {
+            let key = raw
+                .split_once(':')
+                .map_or(raw.as_str(), |(k, _)| k)
+                .to_owned();
+            let ignored = |reason: String| SignatureResult {
+                key: key.clone(),
+                status: "ignored",
+                index: None,
+                reason: Some(reason),
+            };
+            let sig = match NixSignature::parse(raw) {
+                Ok(sig) => sig,
+                Err(e) => {
+                    sigs.push(ignored(format!("malformed signature: {e}")));
+                    continue;
+                }
+            };
+            match registry.check(&fingerprint, &sig) {
+                SignatureCheck::NotRegistered => {
+                    sigs.push(ignored(format!("key {key} is not a registered builder")))
+                }
+                SignatureCheck::DoesNotVerify => sigs.push(ignored(format!(
+                    "signature does not verify under the registered key {key}"
+                ))),
+                SignatureCheck::Registered(builder) => {
+                    let entry = Entry::from_narinfo(&info, builder, &sig)
+                        .map_err(|e| malformed(format!("narinfo {}: {e}", n + 1)))?;
+                    let bytes = entry.encode().map_err(|e| match e {
+                        EntryError::TooLarge(_) => (
+                            Rejection::EntryTooLarge,
+                            ApiError::new(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                format!("narinfo {}: {e}", n + 1),
+                            ),
+                        ),
+                        other => malformed(format!("narinfo {}: {other}", n + 1)),
+                    })?;
+                    entries.push(Pending {
+                        narinfo: n,
+                        signature: sigs.len(),
+                        entry: NewEntry {
+                            leaf: merkle::leaf_hash(&bytes),
+                            bytes,
+                            hash_part: info.store_path.hash_part().to_owned(),
+                            builder: builder.to_string(),
+                        },
+                    });
+                    sigs.push(SignatureResult {
+                        key,
+                        status: "pending",
+                        index: None,
+                        reason: None,
+                    });
+                }
+            }
+        }
+        if sigs.is_empty() {
+            sigs.push(SignatureResult {
+                key: String::new(),
+                status: "ignored",
+                index: None,
+                reason: Some("the narinfo has no signature".into()),
+            });
+        }
+        results.push(NarinfoResult {
+            store_path: info.store_path.to_string(),
+            signatures: sigs,
+        });
+    }
+    Ok(Checked {
+        results,
+        pending: entries,
+    })
+}
+
+async fn submit<S: LogStore>(
+    State(state): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let metrics = Arc::clone(&state.metrics);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if content_type != Some(NARINFO_TYPE) {
+        metrics.reject(Rejection::ContentType);
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("submit narinfos as {NARINFO_TYPE}"),
+        ));
+    }
+    let builders = Arc::clone(&state.builders);
+    let checked = tokio::task::spawn_blocking(move || check_submission(&body, &builders))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let Checked {
+        mut results,
+        pending,
+    } = checked.map_err(|(why, e)| {
+        metrics.reject(why);
+        e
+    })?;
+    let ignored = results
+        .iter()
+        .flat_map(|r| &r.signatures)
+        .filter(|s| s.status == "ignored")
+        .count();
+    metrics
+        .signatures_ignored
+        .fetch_add(ignored as u64, std::sync::atomic::Ordering::Relaxed);
+    if pending.is_empty() {
+        metrics.reject(Rejection::NoValidSignature);
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no valid signature from a registered builder".into(),
+            serde_json::to_value(&results).unwrap_or_default(),
+        ));
+    }
+    let (positions, new): (Vec<(usize, usize)>, Vec<NewEntry>) = pending
+        .into_iter()
+        .map(|p| ((p.narinfo, p.signature), p.entry))
+        .unzip();
+    let (reply, answer) = oneshot::channel();
+    state
+        .sequencer
+        .send(Submission {
+            entries: new,
+            reply,
+            arrived: Instant::now(),
+        })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sequencer stopped"))?;
+    let outcomes = answer
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sequencer stopped"))??;
+    for ((n, s), outcome) in positions.into_iter().zip(outcomes) {
+        let r = &mut results[n].signatures[s];
+        let (status, index) = match outcome {
+            Sequenced::Logged(i) => ("logged", i),
+            Sequenced::Duplicate(i) => ("duplicate", i),
+        };
+        r.status = status;
+        r.index = Some(index);
+    }
+    Ok(Json(json!({ "narinfos": results })).into_response())
+}
+
+// ---- tlog-tiles ----------------------------------------------------------------------------
+
+async fn checkpoint<S: LogStore>(State(state): State<Shared<S>>) -> Response {
+    let p = current(&state);
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        p.note.clone(),
+    )
+        .into_response()
+}
+
+/// How many hashes of tile level `level` a tree of `size` leaves has complete.
+fn hashes_at_tile_level(size: u64, level: u8) -> u64 {
+    let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+    size.checked_shr(shift).unwrap_or(0)
+}
+
+async fn tile<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let tile =
+        TilePath::parse(&format!("tile/{path}")).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let size = current(&state).checkpoint.size;
+    let end = tile.index * TILE_WIDTH + u64::from(tile.width);
+    let available = match tile.kind {
+        TileKind::Hashes { level } => hashes_at_tile_level(size, level),
+        TileKind::Entries => size,
+    };
+    if end > available {
+        return Err(ApiError::not_found(format!(
+            "tile {tile} is beyond the latest checkpoint (size {size})"
+        )));
+    }
+    let store = Arc::clone(&state.store);
+    let body = blocking(move || match tile.kind {
+        TileKind::Hashes { .. } => Ok(store.read_hashes(&tile.nodes())?.concat()),
+        TileKind::Entries => {
+            let entries = store.entries(tile.entry_range())?;
+            encode_bundle(&entries).map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))
+        }
+    })
+    .await?;
+    let cache = if tile.is_full() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+// ---- proofs --------------------------------------------------------------------------------
+
+fn b64_hashes(hashes: &[merkle::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+fn proof_error(e: merkle::ProofError) -> ApiError {
+    match e {
+        merkle::ProofError::Storage(e) => {
+            tracing::error!("reading proof hashes: {e}");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+        }
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+/// Refuses sizes beyond the latest checkpoint: proofs are only for published trees.
+fn check_published<S>(state: &AppState<S>, size: u64) -> Result<(), ApiError> {
+    let published = current(state).checkpoint.size;
+    if size > published {
+        return Err(ApiError::bad_request(format!(
+            "size {size} is beyond the latest checkpoint (size {published})"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+async fn inclusion<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Response, ApiError> {
+    check_published(&state, q.size)?;
+    let store = Arc::clone(&state.store);
+    let proof =
+        blocking(move || merkle::prove_inclusion(q.index, q.size, &*store).map_err(proof_error))
+            .await?;
+    Ok(
+        Json(json!({"index": q.index, "size": q.size, "proof": b64_hashes(&proof)}))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+async fn consistency<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Response, ApiError> {
+    check_published(&state, q.new)?;
+    let store = Arc::clone(&state.store);
+    let proof =
+        blocking(move || merkle::prove_consistency(q.old, q.new, &*store).map_err(proof_error))
+            .await?;
+    Ok(Json(json!({"old": q.old, "new": q.new, "proof": b64_hashes(&proof)})).into_response())
+}
+
+// ---- entries and lookups -------------------------------------------------------------------
+
+fn entry_json(index: u64, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let e = Entry::decode(bytes)
+        .map_err(|err| ApiError::from(StoreError::Corrupt(format!("entry {index}: {err}"))))?;
+    Ok(json!({
+        "index": index,
+        "leaf_hash": B64.encode(merkle::leaf_hash(bytes)),
+        "kind": e.kind.as_str(),
+        "store_path": e.store_path.as_str(),
+        "nar_hash": e.nar_hash.to_nix32(),
+        "nar_size": e.nar_size,
+        "references": e.references,
+        "deriver": e.deriver,
+        "ca": e.ca,
+        "builder": e.builder.to_string(),
+        "signature": e.nix_signature().to_string(),
+        "entry": String::from_utf8_lossy(bytes),
+    }))
+}
+
+async fn read_entry<S: LogStore>(state: &AppState<S>, index: u64) -> Result<Vec<u8>, ApiError> {
+    let store = Arc::clone(&state.store);
+    blocking(move || Ok(store.entries(index..index.saturating_add(1))?))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))
+}
+
+async fn entry<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Path(index): Path<u64>,
+) -> Result<Response, ApiError> {
+    let bytes = read_entry(&state, index).await?;
+    Ok(Json(entry_json(index, &bytes)?).into_response())
+}
+
+async fn tlog_proof<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Path(index): Path<u64>,
+) -> Result<Response, ApiError> {
+    read_entry(&state, index).await?;
+    let published = current(&state);
+    let size = published.checkpoint.size;
+    if index >= size {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("entry {index} is not in a checkpoint yet (size {size}); retry shortly"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(r);
+    }
+    let store = Arc::clone(&state.store);
+    let proof =
+        blocking(move || merkle::prove_inclusion(index, size, &*store).map_err(proof_error))
+            .await?;
+    let receipt = TlogProof {
+        extra: None,
+        index,
+        proof,
+        checkpoint: published.note.clone(),
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        receipt.encode(),
+    )
+        .into_response())
+}
+
+async fn path_events<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Path(hash_part): Path<String>,
+) -> Result<Response, ApiError> {
+    if hash_part.len() != HASH_PART_LEN || !hash_part.bytes().all(|b| nix32::ALPHABET.contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "a store path hash part is 32 nix32 characters",
+        ));
+    }
+    let store = Arc::clone(&state.store);
+    let (events, truncated) = blocking(move || {
+        let indexes = store.path_indexes(&hash_part)?;
+        let truncated = indexes.len() > MAX_PATH_EVENTS;
+        let mut events = Vec::new();
+        for i in indexes.into_iter().take(MAX_PATH_EVENTS) {
+            if let Some(bytes) = store.entries(i..i + 1)?.pop() {
+                events.push(entry_json(i, &bytes)?);
+            }
+        }
+        Ok((events, truncated))
+    })
+    .await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found("no logged event for that store path"));
+    }
+    // Which builders signed which NAR hash: agreement is one hash for every builder.
+    let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in &events {
+        let builders = by_hash
+            .entry(e["nar_hash"].as_str().unwrap_or_default().to_owned())
+            .or_default();
+        let b = e["builder"].as_str().unwrap_or_default().to_owned();
+        if !builders.contains(&b) {
+            builders.push(b);
+        }
+    }
+    let builder_count = {
+        let mut all: Vec<&String> = by_hash.values().flatten().collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    let summary = json!({
+        "builders": builder_count,
+        "nar_hashes": by_hash.iter().map(|(h, b)| json!({"nar_hash": h, "builders": b})).collect::<Vec<_>>(),
+        "agree": by_hash.len() == 1,
+    });
+    Ok(Json(json!({
+        "store_path": events[0]["store_path"],
+        "events": events,
+        "truncated": truncated,
+        "summary": summary,
+    }))
+    .into_response())
+}
+
+async fn builders<S: LogStore>(State(state): State<Shared<S>>) -> Result<Response, ApiError> {
+    let store = Arc::clone(&state.store);
+    let counts: BTreeMap<String, u64> = blocking(move || Ok(store.builder_counts()?))
+        .await?
+        .into_iter()
+        .collect();
+    let registry = state.builders.current();
+    let list: Vec<_> = registry
+        .keys
+        .iter()
+        .map(|k| {
+            let key = k.to_string();
+            json!({"name": k.name, "key": key, "entries": counts.get(&key).copied().unwrap_or(0)})
+        })
+        .collect();
+    Ok(Json(json!({ "builders": list })).into_response())
+}
+
+async fn metrics<S: LogStore>(State(state): State<Shared<S>>) -> Result<Response, ApiError> {
+    let store = Arc::clone(&state.store);
+    let disk = blocking(move || Ok(store.disk_bytes()?)).await?;
+    let mut text = state.metrics.render();
+    text.push_str(&format!(
+        "# HELP reprolog_store_bytes Bytes the store occupies on disk.\n\
+         # TYPE reprolog_store_bytes gauge\nreprolog_store_bytes {disk}\n"
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_narinfos;
+
+    #[test]
+    fn narinfos_split_at_blank_lines() {
+        let parts = split_narinfos("A: 1\nB: 2\n\n\nC: 3\n\n");
+        assert_eq!(
+            parts,
+            vec![(1, "A: 1\nB: 2\n".into()), (5, "C: 3\n".into())]
+        );
+        assert!(split_narinfos("\n\n").is_empty());
+    }
+}
