@@ -14,5 +14,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo build (the end-to-end tests run the real binaries)"
+cargo build --workspace --all-features
 echo "== cargo test"
 cargo test --workspace --all-features

@@ -73,3 +73,204 @@ pub fn narinfo_path(cache: &Path, store_path: &str) -> PathBuf {
     let base = store_path.rsplit('/').next().unwrap_or_default();
     cache.join(format!("{}.narinfo", &base[..32]))
 }
+
+// ---- the log server as a real process ------------------------------------------------------
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use reprolog_verifier::checkpoint::SignedCheckpoint;
+use reprolog_verifier::nix::{nix32, NarInfo, NixSecretKey};
+use reprolog_verifier::note::VerifierKey;
+use sha2::{Digest, Sha256};
+
+/// A workspace binary, built by `cargo build --workspace` (the README's test command does).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --all-features` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `reprolog-server serve` on a free loopback port.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on `data` and waits until it listens.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::try_start(data, extra).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts the server; on failure returns what it printed to stderr.
+    pub fn try_start(data: &Path, extra: &[&str]) -> Result<Server, String> {
+        std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("server.log"))
+            .map_err(|e| e.to_string())?;
+        let mut child = Command::new(workspace_bin("reprolog-server"))
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("url:") {
+                    let _ = tx.send(url.trim().trim_end_matches('/').to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => Ok(Server {
+                child,
+                url,
+                data: data.to_owned(),
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(data.join("server.log")).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The log's verifier key, from `DATA/log.vkey`.
+    pub fn verifier_key(&self) -> VerifierKey {
+        let text = std::fs::read_to_string(self.data.join("log.vkey")).expect("log.vkey");
+        VerifierKey::parse(text.trim()).expect("valid log.vkey")
+    }
+
+    /// The current checkpoint, verified under the log's key.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        let (status, body) = get(&format!("{}/checkpoint", self.url));
+        assert_eq!(status, 200);
+        SignedCheckpoint::open(&body, &self.verifier_key(), &[]).expect("checkpoint verifies")
+    }
+
+    /// Waits until the published checkpoint covers at least `size` entries.
+    pub fn wait_for_checkpoint(&self, size: u64) -> SignedCheckpoint {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cp = self.checkpoint();
+            if cp.checkpoint.size >= size {
+                return cp;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of size {size} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn read_response(r: ureq::Response) -> (u16, Vec<u8>) {
+    let status = r.status();
+    let mut body = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut r.into_reader(), &mut body);
+    (status, body)
+}
+
+fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, Vec<u8>) {
+    match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => read_response(r),
+        Err(e) => panic!("HTTP transport error: {e}"),
+    }
+}
+
+/// GET, returning the status and body whatever the status.
+pub fn get(url: &str) -> (u16, Vec<u8>) {
+    answer(ureq::get(url).call())
+}
+
+/// GET a JSON document.
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get(url);
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// POSTs a body with a content type; returns the status and the JSON answer.
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let (status, body) = answer(
+        ureq::post(url)
+            .set("Content-Type", content_type)
+            .send_bytes(body),
+    );
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Submits narinfos to a log server.
+pub fn submit(server: &Server, body: &str) -> (u16, serde_json::Value) {
+    post(
+        &format!("{}/api/v1/narinfo", server.url),
+        "text/x-nix-narinfo",
+        body.as_bytes(),
+    )
+}
+
+/// A unique narinfo for (tag, i), signed by `key`. `variant` changes only the NAR hash, as a
+/// builder that produced different bytes would.
+pub fn synthetic_narinfo(key: &NixSecretKey, tag: &str, i: u64, variant: u64) -> String {
+    let path_hash = Sha256::digest(format!("{tag}/{i}"));
+    let nar_hash = Sha256::digest(format!("{tag}/{i}/{variant}"));
+    let text = format!(
+        "StorePath: /nix/store/{}-synthetic-{i}\nURL: nar/{i}.nar\nCompression: none\n\
+         NarHash: sha256:{}\nNarSize: {}\nReferences: \n",
+        nix32::encode(&path_hash[..20]),
+        nix32::encode(&nar_hash),
+        1000 + i
+    );
+    let mut info = NarInfo::parse(&text).expect("synthetic narinfo parses");
+    info.sign(key);
+    info.to_text()
+}
+
+/// Writes a builders file holding these public keys.
+pub fn write_builders(data: &Path, keys: &[String]) {
+    std::fs::create_dir_all(data).expect("data dir");
+    std::fs::write(data.join("builders"), keys.join("\n") + "\n").expect("builders file");
+}

@@ -342,7 +342,8 @@ pub fn append_leaves<R: HashReader>(
         let (mut level, mut index) = (0u8, n);
         while index & 1 == 1 {
             let sibling = NodeId::new(level, index - 1);
-            if (sibling.index << level) < size {
+            // Stored only if it was complete before this append began.
+            if (index << level) <= size {
                 wanted.insert(sibling);
             }
             level += 1;
@@ -464,6 +465,29 @@ mod tests {
                 let c = prove_consistency(i + 1, size, &t).unwrap();
                 verify_consistency(&c, i + 1, size, &old_root, &root).unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn batched_appends_equal_one_by_one() {
+        let one_by_one = tree(300);
+        for split in [1u64, 2, 3, 5, 7, 64, 100, 255] {
+            let mut t = MemoryTree::new();
+            let mut size = 0;
+            while size < 300 {
+                let end = (size + split).min(300);
+                let leaves: Vec<Hash> = (size..end).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+                for (node, hash) in append_leaves(size, &leaves, &t).unwrap() {
+                    let level = usize::from(node.level);
+                    if t.levels.len() <= level {
+                        t.levels.push(Vec::new());
+                    }
+                    assert_eq!(t.levels[level].len() as u64, node.index);
+                    t.levels[level].push(hash);
+                }
+                size = end;
+            }
+            assert_eq!(t.levels, one_by_one.levels, "batches of {split}");
         }
     }
 

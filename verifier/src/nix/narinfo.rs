@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 
-use super::keys::{NixPublicKey, NixSignature};
+use super::keys::{NixPublicKey, NixSecretKey, NixSignature};
 use super::nix32;
 use super::store_path::{check_base_name, StorePath, StorePathError};
 
@@ -251,6 +251,11 @@ impl NarInfo {
             self.nar_size,
             &self.references,
         )
+    }
+
+    /// Signs the narinfo with a Nix secret key, adding a `Sig:` line.
+    pub fn sign(&mut self, key: &NixSecretKey) {
+        self.sigs.insert(key.sign(&self.fingerprint()).to_string());
     }
 
     /// Checks every `Sig:` line against `trusted`, in the order the file lists them.
