@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::builders::{Builders, SignatureCheck};
+use crate::builders::Builders;
 use crate::metrics::{Metrics, Rejection};
 use crate::publisher::{Published, SharedCheckpoint};
 use crate::sequencer::{Sequenced, Submission};
@@ -188,7 +188,6 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
                 e.reason
             ))
         })?;
-        let fingerprint = info.fingerprint();
         let mut sigs = Vec::new();
         for raw in &info.sigs {
             let key = raw
@@ -208,44 +207,45 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
                     continue;
                 }
             };
-            match registry.check(&fingerprint, &sig) {
-                SignatureCheck::NotRegistered => {
-                    sigs.push(ignored(format!("key {key} is not a registered builder")))
-                }
-                SignatureCheck::DoesNotVerify => sigs.push(ignored(format!(
-                    "signature does not verify under the registered key {key}"
-                ))),
-                SignatureCheck::Registered(builder) => {
-                    let entry = Entry::from_narinfo(&info, builder, &sig)
-                        .map_err(|e| malformed(format!("narinfo {}: {e}", n + 1)))?;
-                    let bytes = entry.encode().map_err(|e| match e {
-                        EntryError::TooLarge(_) => (
-                            Rejection::EntryTooLarge,
-                            ApiError::new(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                format!("narinfo {}: {e}", n + 1),
-                            ),
-                        ),
-                        other => malformed(format!("narinfo {}: {other}", n + 1)),
-                    })?;
-                    entries.push(Pending {
-                        narinfo: n,
-                        signature: sigs.len(),
-                        entry: NewEntry {
-                            leaf: merkle::leaf_hash(&bytes),
-                            bytes,
-                            hash_part: info.store_path.hash_part().to_owned(),
-                            builder: builder.to_string(),
-                        },
-                    });
-                    sigs.push(SignatureResult {
-                        key,
-                        status: "pending",
-                        index: None,
-                        reason: None,
-                    });
-                }
+            // The signature must verify under a registered key of its name; Entry checks it
+            // once, so each signature costs one strict verification.
+            let mut named = registry.keys_named(&sig.key_name).peekable();
+            if named.peek().is_none() {
+                sigs.push(ignored(format!("key {key} is not a registered builder")));
+                continue;
             }
+            let Some(entry) = named.find_map(|k| Entry::from_narinfo(&info, k, &sig).ok()) else {
+                sigs.push(ignored(format!(
+                    "signature does not verify under the registered key {key}"
+                )));
+                continue;
+            };
+            let bytes = entry.encode().map_err(|e| match e {
+                EntryError::TooLarge(_) => (
+                    Rejection::EntryTooLarge,
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("narinfo {}: {e}", n + 1),
+                    ),
+                ),
+                other => malformed(format!("narinfo {}: {other}", n + 1)),
+            })?;
+            entries.push(Pending {
+                narinfo: n,
+                signature: sigs.len(),
+                entry: NewEntry {
+                    leaf: merkle::leaf_hash(&bytes),
+                    bytes,
+                    hash_part: info.store_path.hash_part().to_owned(),
+                    builder: entry.builder.to_string(),
+                },
+            });
+            sigs.push(SignatureResult {
+                key,
+                status: "pending",
+                index: None,
+                reason: None,
+            });
         }
         if sigs.is_empty() {
             sigs.push(SignatureResult {
@@ -558,7 +558,15 @@ async fn path_events<S: LogStore>(
         let mut events = Vec::new();
         for i in indexes.into_iter().take(MAX_PATH_EVENTS) {
             if let Some(bytes) = store.entries(i..i + 1)?.pop() {
-                events.push(entry_json(i, &bytes)?);
+                let event = entry_json(i, &bytes)?;
+                let path = event["store_path"].as_str().unwrap_or_default();
+                if path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|b| b.starts_with(&hash_part))
+                {
+                    events.push(event);
+                }
             }
         }
         Ok((events, truncated))

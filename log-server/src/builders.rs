@@ -6,19 +6,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use reprolog_verifier::nix::{NixPublicKey, NixSignature};
+use reprolog_verifier::nix::NixPublicKey;
 
 const TEMPLATE: &str = "\
 # Builder keys allowed to append to this log: one Nix public key (name:base64) a line,
 # as `nix key convert-secret-to-public` prints it. Changes apply without a restart.
 ";
-
-/// The outcome of checking one narinfo signature against the registry.
-pub enum SignatureCheck<'a> {
-    Registered(&'a NixPublicKey),
-    NotRegistered,
-    DoesNotVerify,
-}
 
 #[derive(Default)]
 pub struct Registry {
@@ -44,21 +37,9 @@ impl Registry {
         Ok(Registry { keys })
     }
 
-    /// Checks a signature: its key name must be registered and it must verify under that
-    /// registered key (a name may have several keys, as during a rotation).
-    pub fn check(&self, fingerprint: &str, sig: &NixSignature) -> SignatureCheck<'_> {
-        let mut named = self
-            .keys
-            .iter()
-            .filter(|k| k.name == sig.key_name)
-            .peekable();
-        if named.peek().is_none() {
-            return SignatureCheck::NotRegistered;
-        }
-        match named.find(|k| k.verify(fingerprint, sig)) {
-            Some(k) => SignatureCheck::Registered(k),
-            None => SignatureCheck::DoesNotVerify,
-        }
+    /// The registered keys of a name (several during a key rotation).
+    pub fn keys_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a NixPublicKey> {
+        self.keys.iter().filter(move |k| k.name == name)
     }
 }
 

@@ -11,12 +11,15 @@
 //! - [`proof`]: C2SP tlog-proof receipts;
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
-//! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body.
+//! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
+//! - `client` (feature `client`): a blocking HTTP client for log servers.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
 
 pub mod checkpoint;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod cosignature;
 pub mod entry;
 pub mod merkle;

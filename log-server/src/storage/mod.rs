@@ -50,7 +50,8 @@ pub trait LogStore: HashReader<Error = StoreError> + Send + Sync + 'static {
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
     /// The entries in `range`; stops early at the end of the log.
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// The indexes of every entry for a store path hash part, in order.
+    /// The indexes below the size filed under a store path hash part, in order. An index
+    /// may have been reassigned after a crash; callers check the entry's path.
     fn path_indexes(&self, hash_part: &str) -> Result<Vec<u64>, StoreError>;
     /// How many entries each builder key has signed.
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;

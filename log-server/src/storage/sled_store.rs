@@ -1,22 +1,27 @@
 //! The embedded sled store.
 //!
 //! Trees: `entries` (index → entry), `leaves` (leaf hash → index), `nodes` (level ‖ index →
-//! hash), `paths` (hash part ‖ index → ∅), `builders` (key → count) and `meta` (size,
-//! checkpoint). One batch is one multi-tree transaction followed by a flush, so a crash
-//! leaves either all of a batch or none of it, and `size` always matches the entries.
+//! hash), `paths` (hash part ‖ index → ∅) and `meta` (size, per-builder counts, checkpoint).
+//!
+//! One batch is written as one atomic sled batch per tree, data trees first and `meta` (the
+//! size) last, then flushed. sled recovers a prefix of its log after a crash, so a size is
+//! never recovered without the data below it. Data of a batch whose size was lost may remain
+//! above the size: entries and nodes there are overwritten by the next batch, and index hits
+//! in `leaves` and `paths` are checked against the size and the entry itself. There is one
+//! writer, the sequencer. (Multi-tree sled transactions would avoid the checks, but cost five
+//! times as much per entry.)
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
-use reprolog_verifier::merkle::{Hash, HashReader, NodeId};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
 
 use super::{AppendBatch, LogStore, StoreError};
 
 const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const BUILDER_PREFIX: &[u8] = b"builder:";
 
 pub struct SledStore {
     db: sled::Db,
@@ -24,7 +29,6 @@ pub struct SledStore {
     leaves: sled::Tree,
     nodes: sled::Tree,
     paths: sled::Tree,
-    builders: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -51,6 +55,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 << 20)
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(engine)?;
         let tree = |name: &str| db.open_tree(name).map_err(engine);
@@ -59,7 +64,6 @@ impl SledStore {
             leaves: tree("leaves")?,
             nodes: tree("nodes")?,
             paths: tree("paths")?,
-            builders: tree("builders")?,
             meta: tree("meta")?,
             db,
         })
@@ -97,69 +101,58 @@ impl LogStore for SledStore {
     }
 
     fn find_leaf(&self, leaf: &Hash) -> Result<Option<u64>, StoreError> {
-        self.leaves
-            .get(leaf)
-            .map_err(engine)?
-            .map(|v| decode_u64(&v, "leaf index"))
-            .transpose()
+        let Some(v) = self.leaves.get(leaf).map_err(engine)? else {
+            return Ok(None);
+        };
+        let index = decode_u64(&v, "leaf index")?;
+        // A mapping left by a batch whose size was lost may point past the log, or at an
+        // index since given to another entry.
+        if index >= self.size()? {
+            return Ok(None);
+        }
+        let entry = self.entries.get(index.to_be_bytes()).map_err(engine)?;
+        Ok(entry
+            .filter(|e| merkle::leaf_hash(e) == *leaf)
+            .map(|_| index))
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        let actual = self.size()?;
+        if actual != batch.start_size {
+            return Err(StoreError::SizeMismatch {
+                expected: batch.start_size,
+                actual,
+            });
+        }
+        let (mut entries, mut leaves, mut nodes, mut paths, mut meta) = Default::default();
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        for e in &batch.entries {
+        for (i, e) in batch.entries.iter().enumerate() {
+            let index = (batch.start_size + i as u64).to_be_bytes();
+            sled::Batch::insert(&mut entries, &index, e.bytes.as_slice());
+            sled::Batch::insert(&mut leaves, &e.leaf, &index);
+            let mut path_key = e.hash_part.as_bytes().to_vec();
+            path_key.extend_from_slice(&index);
+            sled::Batch::insert(&mut paths, path_key, &[]);
             *counts.entry(&e.builder).or_default() += 1;
         }
-        let end = batch.start_size + batch.entries.len() as u64;
-        let result = (
-            &self.entries,
-            &self.leaves,
-            &self.nodes,
-            &self.paths,
-            &self.builders,
-            &self.meta,
-        )
-            .transaction(|(entries, leaves, nodes, paths, builders, meta)| {
-                let actual = match meta.get(SIZE_KEY)? {
-                    Some(v) => {
-                        decode_u64(&v, "size").map_err(ConflictableTransactionError::Abort)?
-                    }
-                    None => 0,
-                };
-                if actual != batch.start_size {
-                    return Err(ConflictableTransactionError::Abort(
-                        StoreError::SizeMismatch {
-                            expected: batch.start_size,
-                            actual,
-                        },
-                    ));
-                }
-                for (i, e) in batch.entries.iter().enumerate() {
-                    let index = (batch.start_size + i as u64).to_be_bytes();
-                    entries.insert(&index, e.bytes.as_slice())?;
-                    leaves.insert(&e.leaf, &index)?;
-                    let mut path_key = e.hash_part.as_bytes().to_vec();
-                    path_key.extend_from_slice(&index);
-                    paths.insert(path_key, &[])?;
-                }
-                for (node, hash) in &batch.nodes {
-                    nodes.insert(&node_key(*node), hash)?;
-                }
-                for (builder, n) in &counts {
-                    let old = match builders.get(builder)? {
-                        Some(v) => decode_u64(&v, "builder count")
-                            .map_err(ConflictableTransactionError::Abort)?,
-                        None => 0,
-                    };
-                    builders.insert(builder.as_bytes(), &(old + n).to_be_bytes())?;
-                }
-                meta.insert(SIZE_KEY, &end.to_be_bytes())?;
-                Ok(())
-            });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(engine(e)),
+        for (node, hash) in &batch.nodes {
+            sled::Batch::insert(&mut nodes, &node_key(*node), hash);
         }
+        for (builder, n) in counts {
+            let key = [BUILDER_PREFIX, builder.as_bytes()].concat();
+            let old = match self.meta.get(&key).map_err(engine)? {
+                Some(v) => decode_u64(&v, "builder count")?,
+                None => 0,
+            };
+            sled::Batch::insert(&mut meta, key, &(old + n).to_be_bytes());
+        }
+        let end = batch.start_size + batch.entries.len() as u64;
+        sled::Batch::insert(&mut meta, SIZE_KEY, &end.to_be_bytes());
+        self.entries.apply_batch(entries).map_err(engine)?;
+        self.leaves.apply_batch(leaves).map_err(engine)?;
+        self.nodes.apply_batch(nodes).map_err(engine)?;
+        self.paths.apply_batch(paths).map_err(engine)?;
+        self.meta.apply_batch(meta).map_err(engine)?;
         self.db.flush().map_err(engine)?;
         Ok(())
     }
@@ -173,25 +166,25 @@ impl LogStore for SledStore {
     }
 
     fn path_indexes(&self, hash_part: &str) -> Result<Vec<u64>, StoreError> {
-        self.paths
-            .scan_prefix(hash_part.as_bytes())
-            .keys()
-            .map(|k| {
-                let k = k.map_err(engine)?;
-                decode_u64(&k[hash_part.len()..], "path index")
-            })
-            .collect()
+        let size = self.size()?;
+        let mut indexes = Vec::new();
+        for k in self.paths.scan_prefix(hash_part.as_bytes()).keys() {
+            let k = k.map_err(engine)?;
+            let index = decode_u64(&k[hash_part.len()..], "path index")?;
+            if index < size {
+                indexes.push(index);
+            }
+        }
+        Ok(indexes)
     }
 
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.builders
-            .iter()
+        self.meta
+            .scan_prefix(BUILDER_PREFIX)
             .map(|kv| {
                 let (k, v) = kv.map_err(engine)?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    decode_u64(&v, "builder count")?,
-                ))
+                let name = String::from_utf8_lossy(&k[BUILDER_PREFIX.len()..]).into_owned();
+                Ok((name, decode_u64(&v, "builder count")?))
             })
             .collect()
     }

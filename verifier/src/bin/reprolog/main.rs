@@ -1,5 +1,7 @@
 //! `reprolog`: the command-line client of the reprolog transparency log.
 
+mod bench;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +29,42 @@ enum Command {
     /// Offline work on narinfo files.
     #[command(subcommand)]
     Narinfo(NarinfoCommand),
+    /// Load generators for benchmarks (docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Submit unique pre-signed narinfos over HTTP and report entries/s and time to index,
+    /// beside this machine's raw Ed25519 verification rate.
+    Ingest {
+        /// The log server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8400")]
+        log: String,
+        /// A Nix secret key registered with the log, to sign the narinfos.
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Narinfos per request.
+        #[arg(long, default_value_t = 64)]
+        batch: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Fetch random inclusion proofs against the latest checkpoint and report proofs/s.
+    Proofs {
+        #[arg(long, default_value = "http://127.0.0.1:8400")]
+        log: String,
+        /// The log's verifier key (DATA/log.vkey).
+        #[arg(long)]
+        log_key: String,
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +118,31 @@ fn verify_file(path: &Path, trusted: &[NixPublicKey]) -> Result<bool> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Bench(BenchCommand::Ingest {
+            log,
+            key_file,
+            count,
+            batch,
+            concurrency,
+        }) => {
+            bench::ingest(bench::IngestArgs {
+                log,
+                key_file,
+                count,
+                batch,
+                concurrency,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Proofs {
+            log,
+            log_key,
+            requests,
+            concurrency,
+        }) => {
+            bench::proofs(&log, &log_key, requests, concurrency)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Narinfo(NarinfoCommand::Fingerprint { file }) => {
             let info = read_narinfo(&file)?;
             std::io::stdout().write_all(info.fingerprint().as_bytes())?;

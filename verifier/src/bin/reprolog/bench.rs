@@ -1,0 +1,232 @@
+//! `reprolog bench`: load generators that print the figures in docs/benchmarks.md.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use reprolog_verifier::checkpoint::SignedCheckpoint;
+use reprolog_verifier::client::LogClient;
+use reprolog_verifier::merkle;
+use reprolog_verifier::nix::{nix32, NarInfo, NixPublicKey, NixSecretKey, NixSignature};
+use reprolog_verifier::note::VerifierKey;
+use sha2::{Digest, Sha256};
+
+/// A unique narinfo for (`run`, `i`), signed by `key`.
+fn narinfo(key: &NixSecretKey, run: &str, i: u64) -> String {
+    let path = Sha256::digest(format!("{run}/{i}"));
+    let text = format!(
+        "StorePath: /nix/store/{}-bench-{i}\nURL: nar/{i}.nar\nCompression: none\n\
+         NarHash: sha256:{}\nNarSize: {}\nReferences: \n",
+        nix32::encode(&path[..20]),
+        nix32::encode(&Sha256::digest(format!("nar/{run}/{i}"))),
+        1000 + i
+    );
+    let mut info = NarInfo::parse(&text).expect("generated narinfo parses");
+    info.sign(key);
+    info.to_text()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Strict Ed25519 verifications per second on `threads` threads for about a second.
+fn verify_rate(threads: usize) -> f64 {
+    let key = NixSecretKey::from_seed("rate", [7; 32]);
+    let samples: Arc<Vec<(NixPublicKey, String, NixSignature)>> = Arc::new(
+        (0..64)
+            .map(|i| {
+                let fp = format!("1;/nix/store/{i:0>32}-x;sha256:{};{i};", "0".repeat(52));
+                (key.public_key(), fp.clone(), key.sign(&fp))
+            })
+            .collect(),
+    );
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let samples = Arc::clone(&samples);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while start.elapsed() < Duration::from_secs(1) {
+                    for (k, fp, s) in samples.iter() {
+                        assert!(k.verify(fp, s));
+                    }
+                    n += samples.len() as u64;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+pub struct IngestArgs {
+    pub log: String,
+    pub key_file: std::path::PathBuf,
+    pub count: u64,
+    pub batch: u64,
+    pub concurrency: usize,
+}
+
+/// Submits `count` unique pre-signed narinfos in batches from `concurrency` threads.
+pub fn ingest(args: IngestArgs) -> Result<()> {
+    let key_text = std::fs::read_to_string(&args.key_file)
+        .with_context(|| format!("reading {}", args.key_file.display()))?;
+    let key = NixSecretKey::parse(key_text.trim()).context("builder secret key")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("raw strict Ed25519 verification on this machine:");
+    let single = verify_rate(1);
+    let all = verify_rate(cores);
+    println!("  1 thread:  {single:>9.0} verifications/s");
+    println!("  {cores} threads: {all:>9.0} verifications/s");
+
+    let run = format!(
+        "{:x}",
+        Sha256::digest(format!("{:?}", Instant::now()))[0] as u64 * 1_000_003
+            + std::process::id() as u64
+    );
+    print!("pre-signing {} narinfos… ", args.count);
+    let bodies: Vec<String> = (0..args.count.div_ceil(args.batch))
+        .map(|b| {
+            let end = ((b + 1) * args.batch).min(args.count);
+            (b * args.batch..end)
+                .map(|i| narinfo(&key, &run, i))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    println!("{} requests of up to {} narinfos", bodies.len(), args.batch);
+
+    let client = LogClient::new(&args.log);
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (client, bodies, next) = (client.clone(), Arc::clone(&bodies), Arc::clone(&next));
+            std::thread::spawn(move || -> Result<(Vec<Duration>, u64)> {
+                let mut latencies = Vec::new();
+                let mut logged = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { break };
+                    let t = Instant::now();
+                    let answer = client.submit_narinfos(body)?;
+                    latencies.push(t.elapsed());
+                    logged += answer["narinfos"].as_array().map_or(0, |a| {
+                        a.iter()
+                            .filter(|n| n["signatures"][0]["status"] == "logged")
+                            .count()
+                    }) as u64;
+                }
+                Ok((latencies, logged))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut logged = 0;
+    for w in workers {
+        let (l, n) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        latencies.extend(l);
+        logged += n;
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    if logged != args.count {
+        bail!(
+            "only {logged} of {} entries were logged (is the key registered?)",
+            args.count
+        );
+    }
+    let rate = logged as f64 / elapsed.as_secs_f64();
+    println!(
+        "ingested {logged} entries in {:.2} s with {} concurrent submitters",
+        elapsed.as_secs_f64(),
+        args.concurrency
+    );
+    println!("  throughput:     {rate:.0} entries/s durable");
+    println!(
+        "  time to index:  p50 {:.1} ms, p99 {:.1} ms (per request of {} narinfos)",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        args.batch
+    );
+    println!(
+        "  vs ceiling:     {:.0}% of the {cores}-thread strict verify rate, {:.0}% of 1 thread",
+        100.0 * rate / all,
+        100.0 * rate / single
+    );
+    Ok(())
+}
+
+/// Requests random inclusion proofs against the latest checkpoint and verifies each.
+pub fn proofs(log: &str, log_key: &str, requests: u64, concurrency: usize) -> Result<()> {
+    let key = VerifierKey::parse(log_key).context("--log-key")?;
+    let client = LogClient::new(log);
+    let cp = SignedCheckpoint::open(&client.checkpoint()?, &key, &[]).context("checkpoint")?;
+    let size = cp.checkpoint.size;
+    let root = cp.checkpoint.root;
+    if size == 0 {
+        bail!("the log is empty");
+    }
+    println!("log size {size}; {requests} inclusion proofs from {concurrency} clients");
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (client, next) = (client.clone(), Arc::clone(&next));
+            std::thread::spawn(move || -> Result<Vec<Duration>> {
+                let mut latencies = Vec::new();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ w as u64;
+                while (next.fetch_add(1, Ordering::Relaxed) as u64) < requests {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let index = x % size;
+                    let t = Instant::now();
+                    let proof = client.inclusion_proof(index, size)?;
+                    latencies.push(t.elapsed());
+                    // Verify a sample end to end (the entry costs another request).
+                    if latencies.len() % 100 == 1 {
+                        let entry: serde_json::Value = serde_json::from_slice(
+                            &client.get(&format!("/api/v1/entries/{index}"))?,
+                        )?;
+                        let bytes = entry["entry"].as_str().context("entry text")?.as_bytes();
+                        merkle::verify_inclusion(
+                            &proof,
+                            index,
+                            size,
+                            &merkle::leaf_hash(bytes),
+                            &root,
+                        )
+                        .with_context(|| format!("proof for entry {index}"))?;
+                    }
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    println!(
+        "  {:.0} proofs/s; latency p50 {:.2} ms, p99 {:.2} ms (root {})",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        hex_prefix(&root)
+    );
+    Ok(())
+}
+
+fn hex_prefix(h: &merkle::Hash) -> String {
+    h[..4].iter().map(|b| format!("{b:02x}")).collect()
+}

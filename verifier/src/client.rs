@@ -1,0 +1,143 @@
+//! A blocking HTTP client for reprolog log servers (`spec/api.md`). Every answer is read with
+//! a size limit; proofs are returned for the caller to verify, never trusted as they come.
+
+use std::io::Read;
+use std::time::Duration;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+
+use crate::merkle::{Hash, MAX_PROOF_HASHES};
+
+/// The largest answer the client reads: a full entry bundle is at most 256 × 64 KiB.
+pub const MAX_RESPONSE_BYTES: u64 = 17 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: unexpected answer: {message}")]
+    BadResponse { url: String, message: String },
+}
+
+/// A log server at a base URL such as `http://127.0.0.1:8400`.
+#[derive(Clone)]
+pub struct LogClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl LogClient {
+    pub fn new(base_url: &str) -> Self {
+        LogClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn read(
+        &self,
+        url: &str,
+        result: Result<ureq::Response, ureq::Error>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let response = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let mut body = String::new();
+                let _ = r.into_reader().take(4096).read_to_string(&mut body);
+                return Err(ClientError::Status {
+                    url: url.to_owned(),
+                    status,
+                    body,
+                });
+            }
+            Err(e) => {
+                return Err(ClientError::Transport {
+                    url: url.to_owned(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let mut body = Vec::new();
+        response
+            .into_reader()
+            .take(MAX_RESPONSE_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| ClientError::Transport {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        if body.len() as u64 > MAX_RESPONSE_BYTES {
+            return Err(ClientError::BadResponse {
+                url: url.to_owned(),
+                message: format!("answer is over {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        Ok(body)
+    }
+
+    /// GETs a path under the base URL.
+    pub fn get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.read(&url, self.agent.get(&url).call())
+    }
+
+    fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let body = self.get(path)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            url: format!("{}{path}", self.base),
+            message: e.to_string(),
+        })
+    }
+
+    /// Submits narinfos (several separated by blank lines) and returns the server's answer.
+    pub fn submit_narinfos(&self, body: &str) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/api/v1/narinfo", self.base);
+        let result = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "text/x-nix-narinfo")
+            .send_string(body);
+        let body = self.read(&url, result)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// The latest signed checkpoint note, unverified.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, ClientError> {
+        self.get("/checkpoint")
+    }
+
+    /// An inclusion proof, unverified.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ClientError> {
+        let path = format!("/api/v1/proof/inclusion?index={index}&size={size}");
+        let v = self.get_json(&path)?;
+        parse_proof(&v["proof"]).ok_or_else(|| ClientError::BadResponse {
+            url: format!("{}{path}", self.base),
+            message: "proof is not a list of base64 hashes".into(),
+        })
+    }
+}
+
+fn parse_proof(v: &serde_json::Value) -> Option<Vec<Hash>> {
+    let list = v.as_array()?;
+    if list.len() > MAX_PROOF_HASHES {
+        return None;
+    }
+    list.iter()
+        .map(|h| B64.decode(h.as_str()?).ok()?.try_into().ok())
+        .collect()
+}
