@@ -10,6 +10,7 @@ mod metrics;
 mod publisher;
 mod sequencer;
 mod storage;
+mod witnessing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +21,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
+use reprolog_verifier::policy::Policy;
+
 use crate::builders::Builders;
 use crate::storage::{LogStore, SledStore};
+use crate::witnessing::Witnesses;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +65,17 @@ struct ServeArgs {
     /// How long the tree may grow before a new checkpoint is signed, in milliseconds.
     #[arg(long, default_value_t = 250)]
     checkpoint_interval_ms: u64,
+    /// Witnesses to ask for cosignatures: `witness <name> <verifier key> <url>` lines, and
+    /// optionally `group` and `quorum` lines, in C2SP tlog-policy syntax.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// How long one witness call may take, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    witness_timeout_ms: u64,
+    /// Publish a checkpoint only once the policy's quorum of witnesses cosigned it. Without
+    /// this a checkpoint is published with whatever cosignatures arrived in time.
+    #[arg(long)]
+    wait_for_quorum: bool,
 }
 
 fn main() -> Result<()> {
@@ -85,6 +100,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let builders_path = args.builders.unwrap_or_else(|| args.data.join("builders"));
     let builders = Arc::new(Builders::load(&builders_path)?);
     let store = Arc::new(SledStore::open(&args.data.join("store"))?);
+    let witnesses = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
+            Some(Arc::new(Witnesses::new(
+                policy,
+                &key.verifier_key(),
+                Duration::from_millis(args.witness_timeout_ms),
+                args.wait_for_quorum,
+            )))
+        }
+        None => None,
+    };
 
     let metrics = Arc::new(metrics::Metrics::default());
     let published = {
@@ -109,6 +138,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::clone(&published),
         Arc::clone(&metrics),
         Duration::from_millis(args.checkpoint_interval_ms),
+        witnesses.clone(),
     ));
     tokio::spawn(watch_builders(Arc::clone(&builders)));
 
@@ -138,6 +168,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         builders.current().keys.len()
     );
     println!("entries:      {size}");
+    if let Some(w) = &witnesses {
+        println!("witnesses:    {}", w.len());
+    }
     axum::serve(listener, api::router(state, args.max_body_bytes))
         .with_graceful_shutdown(shutdown())
         .await?;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::storage::LogStore;
+use crate::witnessing::Witnesses;
 
 /// The checkpoint clients see.
 #[derive(Clone, Debug)]
@@ -25,15 +26,41 @@ pub struct Published {
 
 pub type SharedCheckpoint = Arc<RwLock<Arc<Published>>>;
 
-/// Signs and durably saves a checkpoint for `size`.
-pub fn sign<S: LogStore>(store: &S, key: &SignerKey, size: u64) -> Result<Published> {
+/// A checkpoint for `size`, signed by the log.
+fn sign<S: LogStore>(store: &S, key: &SignerKey, size: u64) -> Result<(Checkpoint, Note)> {
     let root = merkle::tree_hash(size, store).context("computing the tree root")?;
     let checkpoint = Checkpoint::new(key.name(), size, root);
     let mut note = Note::new(&checkpoint.to_text())?;
     note.sign(key);
+    Ok((checkpoint, note))
+}
+
+/// Durably saves a signed checkpoint; only then may it be published.
+fn save<S: LogStore>(store: &S, checkpoint: Checkpoint, note: &Note) -> Result<Published> {
     let note = note.encode();
     store.save_checkpoint(note.as_bytes())?;
     Ok(Published { checkpoint, note })
+}
+
+/// Signs a checkpoint for `size`, gathers cosignatures when there are witnesses, and saves
+/// it. `None` when the log waits for a quorum of witnesses and did not get one.
+fn make<S: LogStore>(
+    store: &S,
+    key: &SignerKey,
+    size: u64,
+    witnesses: Option<&Witnesses>,
+) -> Result<Option<Published>> {
+    let (checkpoint, mut note) = sign(store, key, size)?;
+    if let Some(w) = witnesses {
+        for sig in w.gather(store, &note, &checkpoint) {
+            note.add_signature(sig);
+        }
+        if w.wait_for_quorum && !w.quorum_met(&note.encode()) {
+            tracing::warn!("no witness quorum for size {size}; not publishing it yet");
+            return Ok(None);
+        }
+    }
+    save(store, checkpoint, &note).map(Some)
 }
 
 /// Resumes from storage: checks the stored tree against the last checkpoint, then publishes
@@ -41,7 +68,8 @@ pub fn sign<S: LogStore>(store: &S, key: &SignerKey, size: u64) -> Result<Publis
 pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
     let size = store.size()?;
     let Some(stored) = store.checkpoint()? else {
-        return sign(store, key, size);
+        let (checkpoint, note) = sign(store, key, size)?;
+        return save(store, checkpoint, &note);
     };
     let opened = SignedCheckpoint::open(&stored, &key.verifier_key(), &[])
         .context("the stored checkpoint does not verify under the log key")?;
@@ -60,7 +88,8 @@ pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
         );
     }
     if size > cp.size {
-        return sign(store, key, size);
+        let (checkpoint, note) = sign(store, key, size)?;
+        return save(store, checkpoint, &note);
     }
     let note = String::from_utf8(stored).context("stored checkpoint is not UTF-8")?;
     Ok(Published {
@@ -70,6 +99,8 @@ pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
 }
 
 /// Publishes a new checkpoint whenever the durable size grows, at most once per `interval`.
+/// With witnesses it first asks them to cosign, once at start too, and retries every
+/// `interval` while it waits for a quorum.
 pub async fn run<S: LogStore>(
     store: Arc<S>,
     key: SignerKey,
@@ -77,26 +108,31 @@ pub async fn run<S: LogStore>(
     published: SharedCheckpoint,
     metrics: Arc<Metrics>,
     interval: Duration,
+    witnesses: Option<Arc<Witnesses>>,
 ) {
+    // With witnesses, the checkpoint found at start is cosigned before anything else.
+    let mut pending = witnesses.is_some();
     loop {
-        if size.changed().await.is_err() {
+        if !pending && size.changed().await.is_err() {
             return;
         }
         tokio::time::sleep(interval).await;
         let target = *size.borrow_and_update();
         let current = published.read().map(|p| p.checkpoint.size).unwrap_or(0);
-        if target <= current {
+        if target < current || (target == current && !pending) {
             continue;
         }
-        let (store, key) = (Arc::clone(&store), key.clone());
-        match tokio::task::spawn_blocking(move || sign(&*store, &key, target)).await {
-            Ok(Ok(p)) => {
+        let (store, key, w) = (Arc::clone(&store), key.clone(), witnesses.clone());
+        match tokio::task::spawn_blocking(move || make(&*store, &key, target, w.as_deref())).await {
+            Ok(Ok(Some(p))) => {
+                pending = false;
                 metrics.checkpoint_size.store(target, Relaxed);
                 metrics.checkpoints_published.fetch_add(1, Relaxed);
                 if let Ok(mut cur) = published.write() {
                     *cur = Arc::new(p);
                 }
             }
+            Ok(Ok(None)) => pending = true,
             Ok(Err(e)) => tracing::error!("publishing a checkpoint for size {target}: {e:#}"),
             Err(e) => tracing::error!("checkpoint task failed: {e}"),
         }

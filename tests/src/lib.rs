@@ -102,28 +102,26 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// A running `reprolog-server serve` on a free loopback port.
-pub struct Server {
+/// A server binary (`reprolog-server` or `reprolog-witness`) running `serve` on a free
+/// loopback port, its stderr in `DATA/<binary>.log`.
+pub struct Service {
     child: Child,
     pub url: String,
     pub data: PathBuf,
 }
 
-impl Server {
-    /// Starts the server on `data` and waits until it listens.
-    pub fn start(data: &Path, extra: &[&str]) -> Server {
-        Self::try_start(data, extra).unwrap_or_else(|e| panic!("server did not start: {e}"))
-    }
-
-    /// Starts the server; on failure returns what it printed to stderr.
-    pub fn try_start(data: &Path, extra: &[&str]) -> Result<Server, String> {
+impl Service {
+    /// Starts `bin serve --data DATA --listen 127.0.0.1:0 EXTRA…` and waits until it listens;
+    /// on failure returns what it printed to stderr.
+    pub fn try_start(bin: &str, data: &Path, extra: &[&str]) -> Result<Service, String> {
         std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
+        let log_path = data.join(format!("{bin}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data.join("server.log"))
+            .open(&log_path)
             .map_err(|e| e.to_string())?;
-        let mut child = Command::new(workspace_bin("reprolog-server"))
+        let mut child = Command::new(workspace_bin(bin))
             .arg("serve")
             .arg("--data")
             .arg(data)
@@ -143,7 +141,7 @@ impl Server {
             }
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(url) => Ok(Server {
+            Ok(url) => Ok(Service {
                 child,
                 url,
                 data: data.to_owned(),
@@ -151,7 +149,7 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(std::fs::read_to_string(data.join("server.log")).unwrap_or_default())
+                Err(std::fs::read_to_string(&log_path).unwrap_or_default())
             }
         }
     }
@@ -164,6 +162,17 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts the log server on `data` and waits until it listens.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::try_start(data, extra).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    pub fn try_start(data: &Path, extra: &[&str]) -> Result<Server, String> {
+        Service::try_start("reprolog-server", data, extra).map(Server)
     }
 
     /// The log's verifier key, from `DATA/log.vkey`.
@@ -196,9 +205,56 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A running log server.
+pub struct Server(pub Service);
+
+impl std::ops::Deref for Server {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.0
+    }
+}
+
+/// A running witness.
+pub struct Witness(pub Service);
+
+impl std::ops::Deref for Witness {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Witness {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.0
+    }
+}
+
+impl Witness {
+    pub fn start(data: &Path, extra: &[&str]) -> Witness {
+        Witness(
+            Service::try_start("reprolog-witness", data, extra)
+                .unwrap_or_else(|e| panic!("witness did not start: {e}")),
+        )
+    }
+
+    /// The witness's cosignature verifier key, from `DATA/witness.vkey`.
+    pub fn verifier_key(&self) -> VerifierKey {
+        let text = std::fs::read_to_string(self.data.join("witness.vkey")).expect("witness.vkey");
+        VerifierKey::parse(text.trim()).expect("valid witness.vkey")
     }
 }
 

@@ -11,8 +11,10 @@
 //! - [`proof`]: C2SP tlog-proof receipts;
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
+//! - [`policy`]: C2SP tlog-policy trust policies and quorum checks;
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
-//! - `client` (feature `client`): a blocking HTTP client for log servers.
+//! - `client` (feature `client`): a blocking HTTP client for log servers;
+//! - `keyfile` (feature `keyfile`): secret key files with mode 0600, for servers.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
@@ -22,9 +24,12 @@ pub mod checkpoint;
 pub mod client;
 pub mod cosignature;
 pub mod entry;
+#[cfg(feature = "keyfile")]
+pub mod keyfile;
 pub mod merkle;
 pub mod nix;
 pub mod note;
+pub mod policy;
 pub mod proof;
 pub mod tiles;
 pub mod witness_request;

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use reprolog_verifier::client::LogClient;
 use reprolog_verifier::nix::{NarInfo, NixPublicKey, SignatureStatus};
+use reprolog_verifier::note;
+use reprolog_verifier::policy::Policy;
 
 /// narinfo files are small; anything larger is not one.
 const MAX_NARINFO_BYTES: u64 = 1 << 20;
@@ -29,9 +32,24 @@ enum Command {
     /// Offline work on narinfo files.
     #[command(subcommand)]
     Narinfo(NarinfoCommand),
+    /// Checkpoints and trust policies.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Load generators for benchmarks (docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Check a checkpoint against a C2SP tlog-policy: a policy log's signature and a quorum of
+    /// valid witness cosignatures. Exits 0 when it holds, 1 otherwise, saying why.
+    Verify {
+        #[arg(long)]
+        policy: PathBuf,
+        /// A log's base URL (its /checkpoint is fetched) or a checkpoint file.
+        source: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,8 +134,57 @@ fn verify_file(path: &Path, trusted: &[NixPublicKey]) -> Result<bool> {
     Ok(ok)
 }
 
+/// Reads a checkpoint from a log's base URL (or its /checkpoint URL) or a file.
+fn read_checkpoint(source: &str) -> Result<Vec<u8>> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let base = source.trim_end_matches('/').trim_end_matches("/checkpoint");
+        return Ok(LogClient::new(base).checkpoint()?);
+    }
+    let len = std::fs::metadata(source)
+        .with_context(|| source.to_owned())?
+        .len();
+    if len > note::MAX_NOTE_BYTES as u64 {
+        anyhow::bail!("{source}: {len} bytes is too large for a checkpoint");
+    }
+    std::fs::read(source).with_context(|| source.to_owned())
+}
+
+fn verify_checkpoint(policy: &Path, source: &str) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(policy).with_context(|| format!("{}", policy.display()))?;
+    let policy = Policy::parse(&text).with_context(|| format!("{}", policy.display()))?;
+    let bytes = read_checkpoint(source)?;
+    match policy.verify_checkpoint(&bytes) {
+        Ok(t) => {
+            let cp = &t.checkpoint;
+            println!("ok: {} at size {}", cp.origin, cp.size);
+            println!("  root         {}", base64_hash(&cp.root));
+            println!(
+                "  cosigned by  {}",
+                if t.cosigned_by.is_empty() {
+                    "nobody".into()
+                } else {
+                    t.cosigned_by.join(", ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn base64_hash(h: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Checkpoint(CheckpointCommand::Verify { policy, source }) => {
+            verify_checkpoint(&policy, &source)
+        }
         Command::Bench(BenchCommand::Ingest {
             log,
             key_file,
