@@ -63,12 +63,13 @@ fn make<S: LogStore>(
     save(store, checkpoint, &note).map(Some)
 }
 
-/// Resumes from storage: checks the stored tree against the last checkpoint, then publishes
-/// a checkpoint for the current size if the tree grew past it.
+/// Resumes from storage: checks the stored tree against the last checkpoint and serves that
+/// checkpoint until the publisher signs a newer one. With none stored, the first checkpoint is
+/// the empty tree's, which every later tree extends.
 pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
     let size = store.size()?;
     let Some(stored) = store.checkpoint()? else {
-        let (checkpoint, note) = sign(store, key, size)?;
+        let (checkpoint, note) = sign(store, key, 0)?;
         return save(store, checkpoint, &note);
     };
     let opened = SignedCheckpoint::open(&stored, &key.verifier_key(), &[])
@@ -87,10 +88,6 @@ pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
             cp.size
         );
     }
-    if size > cp.size {
-        let (checkpoint, note) = sign(store, key, size)?;
-        return save(store, checkpoint, &note);
-    }
     let note = String::from_utf8(stored).context("stored checkpoint is not UTF-8")?;
     Ok(Published {
         checkpoint: cp,
@@ -98,8 +95,8 @@ pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
     })
 }
 
-/// Publishes a new checkpoint whenever the durable size grows, at most once per `interval`.
-/// With witnesses it first asks them to cosign, once at start too, and retries every
+/// Publishes a new checkpoint whenever the durable size grows, at most once per `interval`,
+/// and once at start. With witnesses it first asks them to cosign, and retries every
 /// `interval` while it waits for a quorum.
 pub async fn run<S: LogStore>(
     store: Arc<S>,
@@ -110,8 +107,8 @@ pub async fn run<S: LogStore>(
     interval: Duration,
     witnesses: Option<Arc<Witnesses>>,
 ) {
-    // With witnesses, the checkpoint found at start is cosigned before anything else.
-    let mut pending = witnesses.is_some();
+    // At start the stored checkpoint is signed again for the current size, and cosigned.
+    let mut pending = true;
     loop {
         if !pending && size.changed().await.is_err() {
             return;

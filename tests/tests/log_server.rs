@@ -486,7 +486,7 @@ impl Observed {
 /// Checks a restarted server against everything seen before: each acknowledged entry at its
 /// index (read through entry bundles), and each checkpoint extended by the current one.
 fn check_against_restarted(server: &Server, seen: &Observed) -> SignedCheckpoint {
-    let cp = server.checkpoint();
+    let cp = server.wait_for_checkpoint(tree_size(server));
     let size = cp.checkpoint.size;
     if let Some(last) = seen.acked.keys().last() {
         assert!(

@@ -348,3 +348,48 @@ fn log_gathers_cosignatures_for_a_two_of_two_policy_and_survives_a_witness_going
         1
     );
 }
+
+#[test]
+fn waiting_for_a_quorum_holds_checkpoints_back_but_not_sequencing() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
+    let log_dir = dir.path().join("log");
+    write_builders(&log_dir, &[builder.public_key().to_string()]);
+    let log_vkey =
+        Server::start(&log_dir, &["--origin", "example.com/reprolog-quorum"]).verifier_key();
+    let w_dir = dir.path().join("w0");
+    std::fs::create_dir_all(&w_dir).unwrap();
+    std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).unwrap();
+    let w0 = Witness::start(&w_dir, &["--name", "example.com/w0"]);
+    // w1 listens nowhere: the quorum "both" cannot be met.
+    let w1_key = SignerKey::from_seed("example.com/w1", [5; 32])
+        .unwrap()
+        .cosignature_verifier_key();
+    let policy = format!(
+        "witness w0 {} {}\nwitness w1 {w1_key} http://127.0.0.1:1\ngroup both all w0 w1\nquorum both\n",
+        w0.verifier_key(),
+        w0.url
+    );
+    std::fs::write(dir.path().join("log-policy"), policy).unwrap();
+    let server = Server::start(
+        &log_dir,
+        &[
+            "--policy",
+            dir.path().join("log-policy").to_str().unwrap(),
+            "--wait-for-quorum",
+            "--checkpoint-interval-ms",
+            "50",
+        ],
+    );
+    for i in 0..3 {
+        let (status, a) = submit(&server, &synthetic_narinfo(&builder, "quorum", i, 0));
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(a["narinfos"][0]["signatures"][0]["index"], i);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        server.checkpoint().checkpoint.size,
+        0,
+        "published without a quorum"
+    );
+}

@@ -55,7 +55,6 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 << 20)
-            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(engine)?;
         let tree = |name: &str| db.open_tree(name).map_err(engine);

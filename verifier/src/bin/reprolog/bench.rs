@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use reprolog_verifier::checkpoint::SignedCheckpoint;
+use reprolog_verifier::checkpoint::{Checkpoint, SignedCheckpoint};
 use reprolog_verifier::client::LogClient;
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::{nix32, NarInfo, NixPublicKey, NixSecretKey, NixSignature};
-use reprolog_verifier::note::VerifierKey;
+use reprolog_verifier::note::{Note, SignerKey, VerifierKey};
+use reprolog_verifier::witness_request::AddCheckpoint;
 use sha2::{Digest, Sha256};
 
 /// A unique narinfo for (`run`, `i`), signed by `key`.
@@ -229,4 +230,94 @@ pub fn proofs(log: &str, log_key: &str, requests: u64, concurrency: usize) -> Re
 
 fn hex_prefix(h: &merkle::Hash) -> String {
     h[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The logs `reprolog bench witness` plays: deterministic keys, so that the witness's policy
+/// can be written before the run.
+fn bench_logs(count: usize) -> Vec<SignerKey> {
+    (0..count)
+        .map(|i| {
+            let seed: [u8; 32] = Sha256::digest(format!("reprolog bench log {i}")).into();
+            SignerKey::from_seed(&format!("bench.reprolog.invalid/log-{i}"), seed)
+                .expect("valid bench log name")
+        })
+        .collect()
+}
+
+/// Prints the `log` lines a witness needs to witness the bench logs.
+pub fn witness_policy(logs: usize) {
+    for key in bench_logs(logs) {
+        println!("log {}", key.verifier_key());
+    }
+}
+
+/// Drives a witness with `logs` logs at once, each advancing one entry per add-checkpoint
+/// with a consistency proof, and reports requests per second.
+pub fn witness(url: &str, logs: usize, requests: u64) -> Result<()> {
+    let url = format!("{}/add-checkpoint", url.trim_end_matches('/'));
+    let per_log = requests / logs as u64;
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    // Requests are made before timing: trees, proofs and signatures are the log's work.
+    let prepared: Vec<Vec<String>> = bench_logs(logs)
+        .into_iter()
+        .map(|key| {
+            let mut tree = merkle::MemoryTree::new();
+            let mut bodies = Vec::new();
+            for size in 0..=per_log {
+                if size > 0 {
+                    tree.push(merkle::leaf_hash(&size.to_be_bytes()));
+                }
+                let cp = Checkpoint::new(key.name(), size, tree.root());
+                let mut note = Note::new(&cp.to_text()).expect("checkpoint text");
+                note.sign(&key);
+                let old = size.saturating_sub(1);
+                let proof = merkle::prove_consistency(old, size, &tree).expect("proof");
+                bodies.push(
+                    AddCheckpoint {
+                        old_size: old,
+                        proof,
+                        checkpoint: note.encode(),
+                    }
+                    .encode(),
+                );
+            }
+            bodies
+        })
+        .collect();
+    println!("{logs} logs × {per_log} checkpoints against {url}");
+    let start = Instant::now();
+    let workers: Vec<_> = prepared
+        .into_iter()
+        .map(|bodies| {
+            let (agent, url) = (agent.clone(), url.clone());
+            std::thread::spawn(move || -> Result<Vec<Duration>> {
+                let mut latencies = Vec::new();
+                // The first request (old 0 → 0) may meet state from an earlier run: skip it.
+                for (i, body) in bodies.iter().enumerate() {
+                    let t = Instant::now();
+                    match agent.post(&url).send_string(body) {
+                        Ok(_) => latencies.push(t.elapsed()),
+                        Err(ureq::Error::Status(409, _)) if i == 0 => {}
+                        Err(e) => bail!("add-checkpoint {i}: {e} (run against a fresh witness)"),
+                    }
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    println!(
+        "  {:.0} add-checkpoint/s cosigned; latency p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
 }

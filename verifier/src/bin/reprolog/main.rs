@@ -71,6 +71,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Print the policy a witness needs for `bench witness`.
+    WitnessPolicy {
+        #[arg(long, default_value_t = 8)]
+        logs: usize,
+    },
+    /// Drive a fresh witness with several logs at once and report add-checkpoint/s.
+    Witness {
+        /// The witness's submission prefix.
+        #[arg(long, default_value = "http://127.0.0.1:8401")]
+        witness: String,
+        #[arg(long, default_value_t = 8)]
+        logs: usize,
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+    },
     /// Fetch random inclusion proofs against the latest checkpoint and report proofs/s.
     Proofs {
         #[arg(long, default_value = "http://127.0.0.1:8400")]
@@ -199,6 +214,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch,
                 concurrency,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::WitnessPolicy { logs }) => {
+            bench::witness_policy(logs);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Witness {
+            witness,
+            logs,
+            requests,
+        }) => {
+            bench::witness(&witness, logs, requests)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Proofs {
