@@ -511,7 +511,7 @@ async fn tlog_proof<S: LogStore>(
     State(state): State<Shared<S>>,
     Path(index): Path<u64>,
 ) -> Result<Response, ApiError> {
-    read_entry(&state, index).await?;
+    let entry = read_entry(&state, index).await?;
     let published = current(&state);
     let size = published.checkpoint.size;
     if index >= size {
@@ -528,8 +528,10 @@ async fn tlog_proof<S: LogStore>(
     let proof =
         blocking(move || merkle::prove_inclusion(index, size, &*store).map_err(proof_error))
             .await?;
+    // The entry rides in the extra data, so a holder of the receipt and the narinfo can check
+    // everything offline; verifiers check it against both, never trust it as it comes.
     let receipt = TlogProof {
-        extra: None,
+        extra: Some(entry),
         index,
         proof,
         checkpoint: published.note.clone(),

@@ -93,7 +93,8 @@ impl LogClient {
         self.read(&url, self.agent.get(&url).call())
     }
 
-    fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+    /// GETs a JSON document under the base URL.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let body = self.get(path)?;
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             url: format!("{}{path}", self.base),
@@ -129,6 +130,31 @@ impl LogClient {
             url: format!("{}{path}", self.base),
             message: "proof is not a list of base64 hashes".into(),
         })
+    }
+}
+
+impl LogClient {
+    /// Every logged event for a store path hash part, or `None` when nothing is logged.
+    pub fn path_events(&self, hash_part: &str) -> Result<Option<serde_json::Value>, ClientError> {
+        match self.get_json(&format!("/api/v1/paths/{hash_part}")) {
+            Err(ClientError::Status { status: 404, .. }) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// A consistency proof, unverified.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ClientError> {
+        let path = format!("/api/v1/proof/consistency?old={old}&new={new}");
+        let v = self.get_json(&path)?;
+        parse_proof(&v["proof"]).ok_or_else(|| ClientError::BadResponse {
+            url: format!("{}{path}", self.base),
+            message: "proof is not a list of base64 hashes".into(),
+        })
+    }
+
+    /// The C2SP tlog-proof receipt of an entry, unverified.
+    pub fn tlog_proof(&self, index: u64) -> Result<Vec<u8>, ClientError> {
+        self.get(&format!("/api/v1/entries/{index}/tlog-proof"))
     }
 }
 

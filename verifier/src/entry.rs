@@ -125,6 +125,17 @@ impl Entry {
         }
     }
 
+    /// Whether this entry logs one of `info`'s signatures: same path, NAR hash and size,
+    /// references, and a `Sig:` line with this builder's name and signature bytes.
+    pub fn logs_signature_of(&self, info: &NarInfo) -> bool {
+        let sig = self.nix_signature().to_string();
+        self.store_path == info.store_path
+            && self.nar_hash == info.nar_hash
+            && self.nar_size == info.nar_size
+            && self.references == info.references
+            && info.sigs.contains(&sig)
+    }
+
     /// The `Sig:` value as it appears in a narinfo.
     pub fn nix_signature(&self) -> NixSignature {
         NixSignature {

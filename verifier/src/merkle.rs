@@ -378,6 +378,53 @@ pub fn append_leaves<R: HashReader>(
     Ok(created)
 }
 
+/// The right edge of a tree: the roots of the perfect subtrees that make up its first `size`
+/// leaves, largest first. Enough to append leaves and compute the root without the rest of the
+/// tree, which is how a monitor follows a log in O(log n) memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactRange {
+    size: u64,
+    hashes: Vec<Hash>,
+}
+
+impl CompactRange {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A range from saved parts; there must be one hash per set bit of `size`.
+    pub fn from_parts(size: u64, hashes: Vec<Hash>) -> Option<Self> {
+        (hashes.len() == size.count_ones() as usize).then_some(CompactRange { size, hashes })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        let mut s = self.size;
+        while s & 1 == 1 {
+            if let Some(left) = self.hashes.pop() {
+                hash = node_hash(&left, &hash);
+            }
+            s >>= 1;
+        }
+        self.hashes.push(hash);
+        self.size += 1;
+    }
+
+    pub fn root(&self) -> Hash {
+        let mut hashes = self.hashes.iter().rev();
+        let last = hashes.next().copied().unwrap_or(EMPTY_ROOT);
+        hashes.fold(last, |acc, left| node_hash(left, &acc))
+    }
+}
+
 /// A whole tree in memory, for tests, tools and small logs. Servers store nodes elsewhere.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTree {
@@ -466,6 +513,20 @@ mod tests {
                 verify_consistency(&c, i + 1, size, &old_root, &root).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn compact_ranges_follow_the_root() {
+        let full = tree(70);
+        let mut range = CompactRange::new();
+        assert_eq!(range.root(), EMPTY_ROOT);
+        for i in 0..70u64 {
+            range.push(leaf_hash(&i.to_be_bytes()));
+            assert_eq!(range.root(), tree_hash(i + 1, &full).unwrap());
+        }
+        let saved = CompactRange::from_parts(range.size(), range.hashes().to_vec()).unwrap();
+        assert_eq!(saved, range);
+        assert!(CompactRange::from_parts(70, vec![]).is_none());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! `reprolog`: the command-line client of the reprolog transparency log.
 
 mod bench;
+mod common;
+mod compare;
+mod ingest;
+mod monitor;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,12 +14,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use reprolog_verifier::client::LogClient;
-use reprolog_verifier::nix::{NarInfo, NixPublicKey, SignatureStatus};
+use reprolog_verifier::nix::{NixPublicKey, SignatureStatus};
 use reprolog_verifier::note;
-use reprolog_verifier::policy::Policy;
-
-/// narinfo files are small; anything larger is not one.
-const MAX_NARINFO_BYTES: u64 = 1 << 20;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,74 @@ enum Command {
     /// Offline work on narinfo files.
     #[command(subcommand)]
     Narinfo(NarinfoCommand),
+    /// Put binary caches into a log: every narinfo signature by a registered builder.
+    Ingest {
+        #[arg(long, default_value = "http://127.0.0.1:8400")]
+        log: String,
+        /// `file:///path/to/cache`, or an `http(s)://` cache with --paths.
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// Store paths (or hash parts) to fetch from HTTP caches, one a line.
+        #[arg(long)]
+        paths: Option<PathBuf>,
+        /// Where progress is kept, so an interrupted run resumes.
+        #[arg(long, default_value = "reprolog-ingest.state")]
+        state: PathBuf,
+    },
+    /// Prove narinfos are in the log: each needs a logged signature, proven by inclusion in a
+    /// checkpoint that satisfies the policy. Exits 0 only if every narinfo has one.
+    Verify {
+        #[arg(long)]
+        policy: PathBuf,
+        /// The log's base URL; default: the policy's log URL.
+        #[arg(long)]
+        log: Option<String>,
+        /// Write a C2SP tlog-proof per proven signature into this directory.
+        #[arg(long)]
+        receipt: Option<PathBuf>,
+        #[arg(required = true)]
+        narinfos: Vec<PathBuf>,
+    },
+    /// Check a tlog-proof receipt for a narinfo offline.
+    VerifyReceipt {
+        #[arg(long)]
+        policy: PathBuf,
+        receipt: PathBuf,
+        narinfo: PathBuf,
+    },
+    /// Compare builders: per store path, each builder's proven NAR hash and a verdict. Exits
+    /// 0 when everything compared agrees, 2 on any disagreement, 1 on error.
+    Compare {
+        #[arg(long)]
+        log: Option<String>,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Only these builders (key names), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        builders: Option<Vec<String>>,
+        /// Every path in the log.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        paths: Vec<String>,
+    },
+    /// Follow the log and check all of it; exits non-zero, saying what broke, on any
+    /// inconsistency.
+    Monitor {
+        #[arg(long)]
+        log: Option<String>,
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long, default_value = "reprolog-monitor.state")]
+        state: PathBuf,
+        /// Check once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between checks.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+    },
     /// Checkpoints and trust policies.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
@@ -115,20 +184,9 @@ enum NarinfoCommand {
     },
 }
 
-fn read_narinfo(path: &Path) -> Result<NarInfo> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("{}", path.display()))?
-        .len();
-    if len > MAX_NARINFO_BYTES {
-        anyhow::bail!("{}: {len} bytes is too large for a narinfo", path.display());
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    NarInfo::parse(&text).with_context(|| format!("{}", path.display()))
-}
-
 /// Prints each signature's verdict; returns whether one was valid.
 fn verify_file(path: &Path, trusted: &[NixPublicKey]) -> Result<bool> {
-    let info = read_narinfo(path)?;
+    let info = common::read_narinfo(path)?;
     let statuses = info.check_signatures(trusted);
     let ok = statuses
         .iter()
@@ -165,8 +223,7 @@ fn read_checkpoint(source: &str) -> Result<Vec<u8>> {
 }
 
 fn verify_checkpoint(policy: &Path, source: &str) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(policy).with_context(|| format!("{}", policy.display()))?;
-    let policy = Policy::parse(&text).with_context(|| format!("{}", policy.display()))?;
+    let policy = common::load_policy(policy)?;
     let bytes = read_checkpoint(source)?;
     match policy.verify_checkpoint(&bytes) {
         Ok(t) => {
@@ -195,8 +252,77 @@ fn base64_hash(h: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(h)
 }
 
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Ingest {
+            log,
+            sources,
+            paths,
+            state,
+        } => Ok(exit(ingest::run(ingest::IngestArgs {
+            log,
+            sources,
+            paths,
+            state,
+        })?)),
+        Command::Verify {
+            policy,
+            log,
+            receipt,
+            narinfos,
+        } => Ok(exit(verify::verify(
+            &policy,
+            log.as_deref(),
+            &narinfos,
+            receipt.as_deref(),
+        )?)),
+        Command::VerifyReceipt {
+            policy,
+            receipt,
+            narinfo,
+        } => Ok(exit(verify::verify_receipt(&policy, &receipt, &narinfo)?)),
+        Command::Compare {
+            log,
+            policy,
+            builders,
+            all,
+            json,
+            paths,
+        } => {
+            let code = compare::run(compare::CompareArgs {
+                log,
+                policy,
+                builders,
+                paths,
+                all,
+                json,
+            })?;
+            Ok(ExitCode::from(code as u8))
+        }
+        Command::Monitor {
+            log,
+            policy,
+            state,
+            once,
+            interval,
+        } => {
+            monitor::run(monitor::MonitorArgs {
+                log,
+                policy,
+                state,
+                once,
+                interval: std::time::Duration::from_secs(interval),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Checkpoint(CheckpointCommand::Verify { policy, source }) => {
             verify_checkpoint(&policy, &source)
         }
@@ -238,7 +364,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Narinfo(NarinfoCommand::Fingerprint { file }) => {
-            let info = read_narinfo(&file)?;
+            let info = common::read_narinfo(&file)?;
             std::io::stdout().write_all(info.fingerprint().as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
