@@ -64,12 +64,12 @@ fn copy_signed(cache: &Path, key: &Path, path: &str) {
     });
 }
 
+/// Rewrites a response body.
+type Lie = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+
 /// A proxy in front of the log that can lie: it rewrites answers whose path starts with a key
 /// of `lies`, to play a compromised log towards one client.
-fn lying_proxy(
-    upstream: String,
-    lies: Vec<(String, Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>)>,
-) -> String {
+fn lying_proxy(upstream: String, lies: Vec<(String, Lie)>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -327,7 +327,7 @@ fn two_builders_one_difference_ingested_compared_verified_and_monitored() {
     );
 
     // A log that corrupts a stored entry: the monitor (fresh) and verify both fail.
-    let corrupt: Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync> = Arc::new(|body: Vec<u8>| {
+    let corrupt: Lie = Arc::new(|body: Vec<u8>| {
         String::from_utf8(body)
             .unwrap()
             .replacen("nar-size ", "nar-size 1", 1)
@@ -381,16 +381,14 @@ fn two_builders_one_difference_ingested_compared_verified_and_monitored() {
     };
     let forge = Arc::new(forge);
     let f = Arc::clone(&forge);
-    let fork_checkpoint: Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync> =
-        Arc::new(move |body: Vec<u8>| f(&body).into_bytes());
-    let fork_receipt: Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync> =
-        Arc::new(move |body: Vec<u8>| {
-            let Ok(mut receipt) = TlogProof::parse(&body) else {
-                return body;
-            };
-            receipt.checkpoint = forge(receipt.checkpoint.as_bytes());
-            receipt.encode().into_bytes()
-        });
+    let fork_checkpoint: Lie = Arc::new(move |body: Vec<u8>| f(&body).into_bytes());
+    let fork_receipt: Lie = Arc::new(move |body: Vec<u8>| {
+        let Ok(mut receipt) = TlogProof::parse(&body) else {
+            return body;
+        };
+        receipt.checkpoint = forge(receipt.checkpoint.as_bytes());
+        receipt.encode().into_bytes()
+    });
     let forker = lying_proxy(
         server.url.clone(),
         vec![
