@@ -1,5 +1,5 @@
-//! Helpers for the end-to-end tests: the shared test data, and real Nix (`nix-bin`) driven
-//! as a client, offline and without a daemon.
+//! Helpers for the end-to-end tests: the shared test data, real Nix (`nix-bin`) driven as a
+//! client offline and without a daemon, and the workspace's servers run as real processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

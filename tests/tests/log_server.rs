@@ -383,6 +383,16 @@ fn concurrent_submitters_never_lose_or_duplicate() {
     assert_eq!(tree_size(&server), unique);
     let cp = server.wait_for_checkpoint(unique);
     assert_eq!(cp.checkpoint.size, unique);
+
+    // Full tiles are immutable and say so; partial ones must be revalidated.
+    let cache_control = |path: &str| {
+        let r = ureq::get(&format!("{}/{path}", server.url)).call().unwrap();
+        r.header("Cache-Control").unwrap_or_default().to_owned()
+    };
+    assert!(cache_control("tile/entries/000").contains("immutable"));
+    assert!(cache_control("tile/0/000").contains("immutable"));
+    let partial = format!("tile/0/001.p/{}", unique - 256);
+    assert_eq!(cache_control(&partial), "no-cache");
 }
 
 #[test]

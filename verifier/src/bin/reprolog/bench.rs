@@ -28,6 +28,24 @@ fn narinfo(key: &NixSecretKey, run: &str, i: u64) -> String {
     info.to_text()
 }
 
+/// Waits for every worker; the first error is the result.
+fn join_all<T>(workers: Vec<std::thread::JoinHandle<Result<T>>>) -> Result<Vec<T>> {
+    workers
+        .into_iter()
+        .map(|w| w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+        .collect()
+}
+
+/// "p50 … ms, p99 … ms" of a set of latencies.
+fn latency_summary(latencies: &mut [Duration]) -> String {
+    latencies.sort();
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms",
+        percentile(latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -131,13 +149,11 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         .collect();
     let mut latencies = Vec::new();
     let mut logged = 0;
-    for w in workers {
-        let (l, n) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+    for (l, n) in join_all(workers)? {
         latencies.extend(l);
         logged += n;
     }
     let elapsed = start.elapsed();
-    latencies.sort();
     if logged != args.count {
         bail!(
             "only {logged} of {} entries were logged (is the key registered?)",
@@ -152,9 +168,8 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
     );
     println!("  throughput:     {rate:.0} entries/s durable");
     println!(
-        "  time to index:  p50 {:.1} ms, p99 {:.1} ms (per request of {} narinfos)",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        "  time to index:  {} (per request of {} narinfos)",
+        latency_summary(&mut latencies),
         args.batch
     );
     println!(
@@ -212,17 +227,12 @@ pub fn proofs(log: &str, log_key: &str, requests: u64, concurrency: usize) -> Re
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
-    }
+    let mut latencies: Vec<Duration> = join_all(workers)?.into_iter().flatten().collect();
     let elapsed = start.elapsed();
-    latencies.sort();
     println!(
-        "  {:.0} proofs/s; latency p50 {:.2} ms, p99 {:.2} ms (root {})",
+        "  {:.0} proofs/s; latency {} (root {})",
         latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latency_summary(&mut latencies),
         hex_prefix(&root)
     );
     Ok(())
@@ -307,17 +317,12 @@ pub fn witness(url: &str, logs: usize, requests: u64) -> Result<()> {
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
-    }
+    let mut latencies: Vec<Duration> = join_all(workers)?.into_iter().flatten().collect();
     let elapsed = start.elapsed();
-    latencies.sort();
     println!(
-        "  {:.0} add-checkpoint/s cosigned; latency p50 {:.2} ms, p99 {:.2} ms",
+        "  {:.0} add-checkpoint/s cosigned; latency {}",
         latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+        latency_summary(&mut latencies)
     );
     Ok(())
 }
