@@ -188,8 +188,9 @@ impl Entry {
         let body = text
             .strip_suffix('\n')
             .ok_or(malformed(1, "entry must end with a newline"))?;
-        let mut lines = EntryLines(body.split('\n').enumerate().peekable());
+        let mut lines = EntryLines(body.split('\n').enumerate().peekable(), 0);
         let (_, version) = lines.0.next().ok_or(malformed(1, "empty entry"))?;
+        lines.1 = 1;
         if version != VERSION_LINE {
             return Err(malformed(1, "unknown entry version"));
         }
@@ -251,8 +252,12 @@ fn malformed(line: usize, reason: &str) -> EntryError {
     }
 }
 
-/// The lines of an entry, read in their fixed order.
-struct EntryLines<'a, I: Iterator<Item = &'a str>>(std::iter::Peekable<std::iter::Enumerate<I>>);
+/// The lines of an entry, read in their fixed order, and how many have been read (so that a
+/// missing line can be named).
+struct EntryLines<'a, I: Iterator<Item = &'a str>>(
+    std::iter::Peekable<std::iter::Enumerate<I>>,
+    usize,
+);
 
 impl<'a, I: Iterator<Item = &'a str>> EntryLines<'a, I> {
     /// The next line, which must be `<name> <value>`; returns its number and value.
@@ -260,7 +265,8 @@ impl<'a, I: Iterator<Item = &'a str>> EntryLines<'a, I> {
         let (i, line) = self
             .0
             .next()
-            .ok_or(malformed(0, &format!("missing {name} line")))?;
+            .ok_or(malformed(self.1 + 1, &format!("missing {name} line")))?;
+        self.1 = i + 1;
         line.strip_prefix(name)
             .and_then(|v| v.strip_prefix(' '))
             .map(|v| (i + 1, v))

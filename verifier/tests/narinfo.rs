@@ -266,6 +266,15 @@ fn entries_refuse_non_canonical_and_bad_bytes() {
     ));
     assert!(Entry::decode(vector.trim_end().as_bytes()).is_err());
     assert!(Entry::decode(format!("{vector}extra line\n").as_bytes()).is_err());
+    // A missing field is named with the line it should have been on.
+    let truncated: String = vector.lines().take(4).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        Entry::decode(truncated.as_bytes()),
+        Err(EntryError::Malformed {
+            line: 5,
+            reason: "missing nar-size line".into()
+        })
+    );
 
     // A flipped byte in a signed field decodes but no longer verifies.
     let changed = vector.replace("nar-size 3776", "nar-size 3777");
