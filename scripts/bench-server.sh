@@ -3,7 +3,9 @@
 # inclusion proofs served. Starts a release server on a fresh data directory, registers a
 # builder key made by Nix, then runs ROUNDS rounds of `reprolog bench ingest` (COUNT entries
 # each). After each round it prints the server's RSS and bytes per entry on disk, and at the
-# sizes in PROOFS_AT (and at the end) it runs `reprolog bench proofs`. Needs nix-bin.
+# sizes in PROOFS_AT (and at the end) it runs `reprolog bench proofs`, and wrk when installed
+# (apt-get install wrk). Needs nix-bin. With SKIP_INGEST=1 and BENCH_DIR, it only serves
+# proofs from an existing data directory.
 #   COUNT=1000000 ROUNDS=10 PROOFS_AT="1000000" scripts/bench-server.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,19 +16,27 @@ dir=${BENCH_DIR:-$(mktemp -d)}
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -z "${BENCH_DIR:-}" ] && rm -rf "$dir"' EXIT
 nix="nix --extra-experimental-features nix-command"
-$nix key generate-secret --key-name bench-builder > "$dir/bench.sec"
-mkdir -p "$dir/data"
-$nix key convert-secret-to-public < "$dir/bench.sec" > "$dir/data/builders"
+if [ ! -f "$dir/bench.sec" ]; then
+  $nix key generate-secret --key-name bench-builder > "$dir/bench.sec"
+  mkdir -p "$dir/data"
+  $nix key convert-secret-to-public < "$dir/bench.sec" > "$dir/data/builders"
+fi
 target/release/reprolog-server serve --data "$dir/data" --listen "127.0.0.1:$PORT" \
   > "$dir/server.out" 2> "$dir/server.err" &
 pid=$!
-sleep 1
 url="http://127.0.0.1:$PORT"
+# A large store takes a while to open.
+for _ in $(seq 1 600); do curl -sf "$url/checkpoint" > /dev/null && break; sleep 0.5; done
 metric() { curl -s "$url/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 proofs() {
   target/release/reprolog bench proofs --log "$url" --log-key "$(cat "$dir/data/log.vkey")" \
     --requests "$PROOF_REQUESTS" --concurrency "$CONCURRENCY"
+  # The same load from wrk, a client that costs the shared cores far less.
+  if command -v wrk > /dev/null; then
+    SIZE=$(metric reprolog_checkpoint_size) wrk -t2 -c16 -d10s -s scripts/proofs.lua "$url" | grep -E "Requests/sec|Latency"
+  fi
 }
+[ "${SKIP_INGEST:-}" = 1 ] && ROUNDS=0
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round of $ROUNDS"
   target/release/reprolog bench ingest --log "$url" --key-file "$dir/bench.sec" \
@@ -37,7 +47,10 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "size $size: RSS $rss KiB; disk $disk bytes = $(( disk / size )) bytes/entry"
   for at in $PROOFS_AT; do [ "$size" -eq "$at" ] && proofs; done
 done
-bundle=$(curl -s "$url/tile/entries/000" | wc -c)
-echo "raw entry ≈ $(( (bundle - 2 * 256) / 256 )) bytes (mean of the first 256)"
-echo "batches: $(metric reprolog_batch_entries_count), mean commit $(awk "BEGIN {print $(metric reprolog_commit_seconds_sum) / $(metric reprolog_commit_seconds_count) * 1000}") ms"
+if [ "$ROUNDS" -gt 0 ]; then
+  bundle=$(curl -s "$url/tile/entries/000" | wc -c)
+  echo "raw entry ≈ $(( (bundle - 2 * 256) / 256 )) bytes (mean of the first 256)"
+  echo "batches: $(metric reprolog_batch_entries_count), mean commit $(awk "BEGIN {print $(metric reprolog_commit_seconds_sum) / $(metric reprolog_commit_seconds_count) * 1000}") ms"
+fi
+sleep 1
 proofs

@@ -442,10 +442,8 @@ async fn inclusion<S: LogStore>(
     Query(q): Query<InclusionQuery>,
 ) -> Result<Response, ApiError> {
     check_published(&state, q.size)?;
-    let store = Arc::clone(&state.store);
-    let proof =
-        blocking(move || merkle::prove_inclusion(q.index, q.size, &*store).map_err(proof_error))
-            .await?;
+    // O(log n) reads from sled's cache take microseconds: less than a hop to a blocking thread.
+    let proof = merkle::prove_inclusion(q.index, q.size, &*state.store).map_err(proof_error)?;
     Ok(
         Json(json!({"index": q.index, "size": q.size, "proof": b64_hashes(&proof)}))
             .into_response(),
@@ -463,10 +461,7 @@ async fn consistency<S: LogStore>(
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
     check_published(&state, q.new)?;
-    let store = Arc::clone(&state.store);
-    let proof =
-        blocking(move || merkle::prove_consistency(q.old, q.new, &*store).map_err(proof_error))
-            .await?;
+    let proof = merkle::prove_consistency(q.old, q.new, &*state.store).map_err(proof_error)?;
     Ok(Json(json!({"old": q.old, "new": q.new, "proof": b64_hashes(&proof)})).into_response())
 }
 

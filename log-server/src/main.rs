@@ -65,6 +65,9 @@ struct ServeArgs {
     /// How long the tree may grow before a new checkpoint is signed, in milliseconds.
     #[arg(long, default_value_t = 250)]
     checkpoint_interval_ms: u64,
+    /// sled's page cache, in MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
     /// Witnesses to ask for cosignatures: `witness <name> <verifier key> <url>` lines, and
     /// optionally `group` and `quorum` lines, in C2SP tlog-policy syntax.
     #[arg(long)]
@@ -99,7 +102,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (key, created) = keys::load_or_create(&args.data, args.origin.as_deref())?;
     let builders_path = args.builders.unwrap_or_else(|| args.data.join("builders"));
     let builders = Arc::new(Builders::load(&builders_path)?);
-    let store = Arc::new(SledStore::open(&args.data.join("store"))?);
+    let store = Arc::new(SledStore::open(
+        &args.data.join("store"),
+        args.cache_mb << 20,
+    )?);
     let witnesses = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)

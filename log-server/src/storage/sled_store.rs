@@ -51,10 +51,12 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
 }
 
 impl SledStore {
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the store; `cache_bytes` bounds sled's page cache (its total memory use is a
+    /// few times larger).
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 << 20)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(engine)?;
         let tree = |name: &str| db.open_tree(name).map_err(engine);
