@@ -114,6 +114,35 @@ fn lying_proxy(upstream: String, lies: Vec<(String, Lie)>) -> String {
     url
 }
 
+/// Serves the files of a directory over HTTP, as a binary cache does (404 for others).
+fn static_files(root: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(conn.try_clone().unwrap()).read_line(&mut line);
+            let name = line
+                .split(' ')
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_owned();
+            let (status, body) = match std::fs::read(root.join(&name)) {
+                Ok(b) if !name.contains("..") => (200, b),
+                _ => (404, Vec::new()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    url
+}
+
 #[test]
 fn two_builders_one_difference_ingested_compared_verified_and_monitored() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,6 +244,42 @@ fn two_builders_one_difference_ingested_compared_verified_and_monitored() {
         show(&again).contains("logged 0, duplicate 2"),
         "{}",
         show(&again)
+    );
+    // An interrupted run resumes where its state file says it stopped.
+    let st = state.to_str().unwrap();
+    std::fs::write(&state, format!("{{\"{}\": 1}}", c(&c1))).unwrap();
+    let resumed = reprolog(&["ingest", "--log", &server.url, "--state", st, &c(&c1)]);
+    assert!(
+        show(&resumed).contains("resuming after 1 of 2"),
+        "{}",
+        show(&resumed)
+    );
+    assert!(
+        show(&resumed).contains("logged 0, duplicate 1"),
+        "{}",
+        show(&resumed)
+    );
+    // An HTTP cache cannot be listed: the paths to fetch come from a file.
+    let http_cache = static_files(c1.clone());
+    let paths = d.join("paths");
+    let missing = format!("/nix/store/{}-missing", "0".repeat(32));
+    std::fs::write(&paths, format!("{top}\n{dep}\n{missing}\n")).unwrap();
+    let paths = paths.to_str().unwrap();
+    let out = reprolog(&[
+        "ingest",
+        "--log",
+        &server.url,
+        "--state",
+        st,
+        "--paths",
+        paths,
+        &http_cache,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("logged 0, duplicate 2, ignored 0, failed 1"),
+        "{}",
+        show(&out)
     );
     server.wait_for_checkpoint(4);
     let cosigned = || {
