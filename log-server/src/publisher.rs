@@ -135,3 +135,66 @@ pub async fn run<S: LogStore>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{AppendBatch, NewEntry, SledStore};
+
+    fn store_with(n: u64) -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let entries: Vec<NewEntry> = (0..n)
+            .map(|i| NewEntry {
+                bytes: format!("entry {i}").into_bytes(),
+                leaf: merkle::leaf_hash(format!("entry {i}").as_bytes()),
+                hash_part: "0".repeat(32),
+                builder: "b:key".into(),
+            })
+            .collect();
+        let leaves: Vec<_> = entries.iter().map(|e| e.leaf).collect();
+        let nodes = merkle::append_leaves(0, &leaves, &store).unwrap();
+        store
+            .append(&AppendBatch {
+                start_size: 0,
+                entries,
+                nodes,
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn resume_refuses_a_tree_that_does_not_match_its_checkpoint() {
+        let key = SignerKey::from_seed("example.com/log", [1; 32]).unwrap();
+        let (_dir, store) = store_with(10);
+        // A fresh store starts from the empty tree's checkpoint.
+        assert_eq!(resume(&store, &key).unwrap().checkpoint.size, 0);
+        let (checkpoint, note) = sign(&store, &key, 10).unwrap();
+        save(&store, checkpoint.clone(), &note).unwrap();
+        assert_eq!(resume(&store, &key).unwrap().checkpoint, checkpoint);
+
+        // The last checkpoint names another root: the stored tree is not what was published.
+        let forged = Checkpoint::new(key.name(), 10, [9; 32]);
+        let mut bad = Note::new(&forged.to_text()).unwrap();
+        bad.sign(&key);
+        store.save_checkpoint(bad.encode().as_bytes()).unwrap();
+        let err = resume(&store, &key).unwrap_err().to_string();
+        assert!(err.contains("does not match the last checkpoint"), "{err}");
+
+        // A checkpoint beyond the stored entries, or signed by another key, is refused too.
+        let (mut ahead, _) = sign(&store, &key, 10).unwrap();
+        ahead.size = 11;
+        let mut note = Note::new(&ahead.to_text()).unwrap();
+        note.sign(&key);
+        store.save_checkpoint(note.encode().as_bytes()).unwrap();
+        assert!(resume(&store, &key)
+            .unwrap_err()
+            .to_string()
+            .contains("only 10 entries"));
+        let other = SignerKey::from_seed("example.com/log", [2; 32]).unwrap();
+        let (_, foreign) = sign(&store, &other, 10).unwrap();
+        store.save_checkpoint(foreign.encode().as_bytes()).unwrap();
+        assert!(resume(&store, &key).is_err());
+    }
+}
