@@ -211,37 +211,35 @@ impl Drop for Service {
     }
 }
 
-/// A running log server.
-pub struct Server(pub Service);
+/// A typed handle on one kind of service, usable as the `Service` it wraps.
+macro_rules! service_handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(pub Service);
 
-impl std::ops::Deref for Server {
-    type Target = Service;
-    fn deref(&self) -> &Service {
-        &self.0
-    }
+        impl std::ops::Deref for $name {
+            type Target = Service;
+            fn deref(&self) -> &Service {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut Service {
+                &mut self.0
+            }
+        }
+    };
 }
 
-impl std::ops::DerefMut for Server {
-    fn deref_mut(&mut self) -> &mut Service {
-        &mut self.0
-    }
-}
-
-/// A running witness.
-pub struct Witness(pub Service);
-
-impl std::ops::Deref for Witness {
-    type Target = Service;
-    fn deref(&self) -> &Service {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Witness {
-    fn deref_mut(&mut self) -> &mut Service {
-        &mut self.0
-    }
-}
+service_handle!(
+    /// A running log server.
+    Server
+);
+service_handle!(
+    /// A running witness.
+    Witness
+);
 
 impl Witness {
     pub fn start(data: &Path, extra: &[&str]) -> Witness {
