@@ -563,15 +563,7 @@ async fn path_events<S: LogStore>(
         let mut events = Vec::new();
         for i in indexes.into_iter().take(MAX_PATH_EVENTS) {
             if let Some(bytes) = store.entries(i..i + 1)?.pop() {
-                let event = entry_json(i, &bytes)?;
-                let path = event["store_path"].as_str().unwrap_or_default();
-                if path
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|b| b.starts_with(&hash_part))
-                {
-                    events.push(event);
-                }
+                events.push(entry_json(i, &bytes)?);
             }
         }
         Ok((events, truncated))

@@ -24,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use reprolog_verifier::policy::Policy;
 
 use crate::builders::Builders;
-use crate::storage::{LogStore, SledStore};
+use crate::storage::{EmbeddedStore, LogStore};
 use crate::witnessing::Witnesses;
 
 #[derive(Parser)]
@@ -102,7 +102,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (key, created) = keys::load_or_create(&args.data, args.origin.as_deref())?;
     let builders_path = args.builders.unwrap_or_else(|| args.data.join("builders"));
     let builders = Arc::new(Builders::load(&builders_path)?);
-    let store = Arc::new(SledStore::open(
+    let store = Arc::new(EmbeddedStore::open(
         &args.data.join("store"),
         args.cache_mb << 20,
     )?);

@@ -139,11 +139,11 @@ pub async fn run<S: LogStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{AppendBatch, NewEntry, SledStore};
+    use crate::storage::{AppendBatch, EmbeddedStore, NewEntry};
 
-    fn store_with(n: u64) -> (tempfile::TempDir, SledStore) {
+    fn store_with(n: u64) -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
         let entries: Vec<NewEntry> = (0..n)
             .map(|i| NewEntry {
                 bytes: format!("entry {i}").into_bytes(),

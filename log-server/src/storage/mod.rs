@@ -1,13 +1,15 @@
-//! Where the log keeps its data. The sequencer and the HTTP API see only [`LogStore`]; sled
-//! is the embedded default, and other engines (PostgreSQL) implement the same trait.
+//! Where the log keeps its data. The sequencer and the HTTP API see only [`LogStore`]; the
+//! embedded store (flat files and sled) is the default, and other engines (PostgreSQL)
+//! implement the same trait.
 
-pub mod sled_store;
+pub mod embedded;
+mod post_order;
 
 use std::ops::Range;
 
 use reprolog_verifier::merkle::{Hash, HashReader, NodeId};
 
-pub use sled_store::SledStore;
+pub use embedded::EmbeddedStore;
 
 /// A storage failure or an inconsistency found in stored data.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +45,14 @@ pub struct AppendBatch {
 pub trait LogStore: HashReader<Error = StoreError> + Send + Sync + 'static {
     /// The number of entries durably stored.
     fn size(&self) -> Result<u64, StoreError>;
-    /// The index of the entry with this leaf hash, if stored.
-    fn find_leaf(&self, leaf: &Hash) -> Result<Option<u64>, StoreError>;
+    /// The index of the entry for this store path hash part with this leaf hash, if stored.
+    fn find_entry(&self, hash_part: &str, leaf: &Hash) -> Result<Option<u64>, StoreError>;
     /// Appends a batch in one atomic, durable commit. Fails without writing anything if the
     /// log is not at `batch.start_size`.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
     /// The entries in `range`; stops early at the end of the log.
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// The indexes below the size filed under a store path hash part, in order. An index
-    /// may have been reassigned after a crash; callers check the entry's path.
+    /// The indexes of the entries filed under a store path hash part, in order.
     fn path_indexes(&self, hash_part: &str) -> Result<Vec<u64>, StoreError>;
     /// How many entries each builder key has signed.
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
