@@ -132,23 +132,27 @@ struct NarinfoResult {
     signatures: Vec<SignatureResult>,
 }
 
+#[derive(Serialize, Debug)]
+struct SubmitAnswer {
+    narinfos: Vec<NarinfoResult>,
+}
+
 /// Splits a body into narinfos at blank lines, with the line each one starts on.
-fn split_narinfos(body: &str) -> Vec<(usize, String)> {
+fn split_narinfos(body: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
-    let mut current = String::new();
-    let mut start = 1;
+    let (mut start_byte, mut start_line, mut at) = (0, 1, 0);
     for (i, line) in body.split_inclusive('\n').enumerate() {
         if line == "\n" {
-            if !current.is_empty() {
-                out.push((start, std::mem::take(&mut current)));
+            if at > start_byte {
+                out.push((start_line, &body[start_byte..at]));
             }
-            start = i + 2;
-        } else {
-            current.push_str(line);
+            start_byte = at + 1;
+            start_line = i + 2;
         }
+        at += line.len();
     }
-    if !current.is_empty() {
-        out.push((start, current));
+    if at > start_byte {
+        out.push((start_line, &body[start_byte..]));
     }
     out
 }
@@ -337,7 +341,7 @@ async fn submit<S: LogStore>(
         r.status = status;
         r.index = Some(index);
     }
-    Ok(Json(json!({ "narinfos": results })).into_response())
+    Ok(Json(SubmitAnswer { narinfos: results }).into_response())
 }
 
 // ---- tlog-tiles ----------------------------------------------------------------------------
@@ -639,10 +643,8 @@ mod tests {
     #[test]
     fn narinfos_split_at_blank_lines() {
         let parts = split_narinfos("A: 1\nB: 2\n\n\nC: 3\n\n");
-        assert_eq!(
-            parts,
-            vec![(1, "A: 1\nB: 2\n".into()), (5, "C: 3\n".into())]
-        );
+        assert_eq!(parts, vec![(1, "A: 1\nB: 2\n"), (5, "C: 3\n")]);
         assert!(split_narinfos("\n\n").is_empty());
+        assert_eq!(split_narinfos("\nA: 1"), vec![(2, "A: 1")]);
     }
 }

@@ -182,6 +182,56 @@ impl Metrics {
             "reprolog_commit_seconds",
             "Time of one durable batch commit.",
         );
+        render_process(&mut out);
         out
+    }
+}
+
+/// The standard Prometheus process metrics, read from Linux's /proc; absent elsewhere.
+fn render_process(out: &mut String) {
+    if let Some(seconds) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| cpu_seconds(&stat))
+    {
+        let name = "process_cpu_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} User and system CPU time.\n# TYPE {name} counter\n{name} {seconds}"
+        );
+    }
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+    if let Some(kib) = rss_kib {
+        let name = "process_resident_memory_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Resident memory.\n# TYPE {name} gauge\n{name} {}",
+            kib * 1024
+        );
+    }
+}
+
+/// User plus system CPU seconds from a `/proc/<pid>/stat` line.
+pub fn cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name, field 2, may hold spaces; fields 14 and 15 count clock ticks of
+    // USER_HZ, which is 100 on Linux.
+    let after_name = stat.rsplit_once(')')?.1;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_seconds_reads_utime_and_stime() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(super::cpu_seconds(stat), Some(3.25));
+        assert_eq!(super::cpu_seconds("4242 (x) S 1"), None);
     }
 }

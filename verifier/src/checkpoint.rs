@@ -62,20 +62,20 @@ impl Checkpoint {
         let malformed = |line, reason| CheckpointError::Malformed { line, reason };
         let body = text
             .strip_suffix('\n')
-            .ok_or(malformed(1, "checkpoint must end with a newline"))?;
+            .ok_or_else(|| malformed(1, "checkpoint must end with a newline"))?;
         let mut lines = body.split('\n');
         let origin = lines
             .next()
             .filter(|o| !o.is_empty())
-            .ok_or(malformed(1, "origin line is empty"))?;
-        let size = lines.next().and_then(parse_canonical_u64).ok_or(malformed(
-            2,
-            "tree size must be a decimal with no leading zero",
-        ))?;
+            .ok_or_else(|| malformed(1, "origin line is empty"))?;
+        let size = lines
+            .next()
+            .and_then(parse_canonical_u64)
+            .ok_or_else(|| malformed(2, "tree size must be a decimal with no leading zero"))?;
         let root = lines
             .next()
             .and_then(parse_hash)
-            .ok_or(malformed(3, "root hash must be base64 of 32 bytes"))?;
+            .ok_or_else(|| malformed(3, "root hash must be base64 of 32 bytes"))?;
         let mut extensions = Vec::new();
         for (i, line) in lines.enumerate() {
             if line.is_empty() {

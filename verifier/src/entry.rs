@@ -145,21 +145,28 @@ impl Entry {
     }
 
     fn lines(&self) -> String {
-        let mut s = format!("{VERSION_LINE}\nkind {}\n", self.kind.as_str());
-        s += &format!("store-path {}\n", self.store_path);
-        s += &format!("nar-hash {}\n", self.nar_hash.to_nix32());
-        s += &format!("nar-size {}\n", self.nar_size);
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(512);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            s,
+            "{VERSION_LINE}\nkind {}\nstore-path {}\nnar-hash {}\nnar-size {}\n",
+            self.kind.as_str(),
+            self.store_path,
+            self.nar_hash.to_nix32(),
+            self.nar_size
+        );
         for r in &self.references {
-            s += &format!("reference {r}\n");
+            let _ = writeln!(s, "reference {r}");
         }
         if let Some(d) = &self.deriver {
-            s += &format!("deriver {d}\n");
+            let _ = writeln!(s, "deriver {d}");
         }
         if let Some(ca) = &self.ca {
-            s += &format!("ca {ca}\n");
+            let _ = writeln!(s, "ca {ca}");
         }
-        s += &format!("builder {}\n", self.builder);
-        s += &format!("signature {}\n", B64.encode(self.signature));
+        let _ = writeln!(s, "builder {}", self.builder);
+        let _ = writeln!(s, "signature {}", B64.encode(self.signature));
         s
     }
 
@@ -187,22 +194,22 @@ impl Entry {
         let text = std::str::from_utf8(bytes).map_err(|_| malformed(1, "not UTF-8"))?;
         let body = text
             .strip_suffix('\n')
-            .ok_or(malformed(1, "entry must end with a newline"))?;
+            .ok_or_else(|| malformed(1, "entry must end with a newline"))?;
         let mut lines = EntryLines(body.split('\n').enumerate().peekable(), 0);
-        let (_, version) = lines.0.next().ok_or(malformed(1, "empty entry"))?;
+        let (_, version) = lines.0.next().ok_or_else(|| malformed(1, "empty entry"))?;
         lines.1 = 1;
         if version != VERSION_LINE {
             return Err(malformed(1, "unknown entry version"));
         }
         let (n, kind) = lines.field("kind")?;
-        let kind = EntryKind::parse(kind).ok_or(malformed(n, "unknown entry kind"))?;
+        let kind = EntryKind::parse(kind).ok_or_else(|| malformed(n, "unknown entry kind"))?;
         let (n, path) = lines.field("store-path")?;
         let store_path = StorePath::parse(path).map_err(|e| malformed(n, &e.to_string()))?;
         let (n, hash) = lines.field("nar-hash")?;
         let nar_hash = NixHash::parse(hash).map_err(|e| malformed(n, &e))?;
         let (n, size) = lines.field("nar-size")?;
-        let nar_size =
-            crate::checkpoint::parse_canonical_u64(size).ok_or(malformed(n, "bad nar-size"))?;
+        let nar_size = crate::checkpoint::parse_canonical_u64(size)
+            .ok_or_else(|| malformed(n, "bad nar-size"))?;
         let mut references = BTreeSet::new();
         while let Some((n, r)) = lines.optional("reference")? {
             check_base_name(r).map_err(|e| malformed(n, &e.to_string()))?;
@@ -223,7 +230,7 @@ impl Entry {
             .decode(sig)
             .ok()
             .and_then(|s| s.try_into().ok())
-            .ok_or(malformed(n, "signature must be base64 of 64 bytes"))?;
+            .ok_or_else(|| malformed(n, "signature must be base64 of 64 bytes"))?;
         if let Some((i, _)) = lines.0.next() {
             return Err(malformed(i + 1, "unexpected line after signature"));
         }
@@ -265,12 +272,12 @@ impl<'a, I: Iterator<Item = &'a str>> EntryLines<'a, I> {
         let (i, line) = self
             .0
             .next()
-            .ok_or(malformed(self.1 + 1, &format!("missing {name} line")))?;
+            .ok_or_else(|| malformed(self.1 + 1, &format!("missing {name} line")))?;
         self.1 = i + 1;
         line.strip_prefix(name)
             .and_then(|v| v.strip_prefix(' '))
             .map(|v| (i + 1, v))
-            .ok_or(malformed(i + 1, &format!("expected \"{name} …\"")))
+            .ok_or_else(|| malformed(i + 1, &format!("expected \"{name} …\"")))
     }
 
     /// The next line if it is `<name> <value>`.

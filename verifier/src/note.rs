@@ -318,10 +318,10 @@ impl NoteSignature {
         };
         let rest = line
             .strip_prefix(SIGNATURE_PREFIX)
-            .ok_or(malformed("signature line must start with \"\u{2014} \""))?;
-        let (name, b64) = rest.split_once(' ').ok_or(malformed(
-            "signature line must be \"\u{2014} name signature\"",
-        ))?;
+            .ok_or_else(|| malformed("signature line must start with \"\u{2014} \""))?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or_else(|| malformed("signature line must be \"\u{2014} name signature\""))?;
         if !valid_key_name(name) {
             return Err(malformed("bad key name in signature line"));
         }

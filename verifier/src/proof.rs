@@ -66,7 +66,7 @@ impl TlogProof {
             lines
                 .next()
                 .and_then(|l| l.strip_suffix('\n'))
-                .ok_or(malformed(line_no, reason))
+                .ok_or_else(|| malformed(line_no, reason))
                 .map(|l| (line_no, l))
         };
         let (_, header) = next_line("missing header")?;
@@ -85,7 +85,7 @@ impl TlogProof {
         let index = line
             .strip_prefix("index ")
             .and_then(parse_canonical_u64)
-            .ok_or(malformed(n, "expected \"index N\""))?;
+            .ok_or_else(|| malformed(n, "expected \"index N\""))?;
         let mut proof = Vec::new();
         loop {
             let (n, line) = next_line("missing blank line before the checkpoint")?;
@@ -95,7 +95,9 @@ impl TlogProof {
             if proof.len() == MAX_PROOF_HASHES {
                 return Err(malformed(n, "too many proof hashes"));
             }
-            proof.push(parse_hash(line).ok_or(malformed(n, "proof line is not a base64 hash"))?);
+            proof.push(
+                parse_hash(line).ok_or_else(|| malformed(n, "proof line is not a base64 hash"))?,
+            );
         }
         let consumed = text.len() - lines.map(str::len).sum::<usize>();
         Ok(TlogProof {

@@ -75,21 +75,23 @@ impl TilePath {
         };
         let rest = path
             .strip_prefix("tile/")
-            .ok_or(err("must start with tile/"))?;
-        let (kind_part, rest) = rest.split_once('/').ok_or(err("missing tile index"))?;
+            .ok_or_else(|| err("must start with tile/"))?;
+        let (kind_part, rest) = rest
+            .split_once('/')
+            .ok_or_else(|| err("missing tile index"))?;
         let kind = if kind_part == "entries" {
             TileKind::Entries
         } else {
             let level = crate::checkpoint::parse_canonical_u64(kind_part)
                 .filter(|l| *l <= 63)
-                .ok_or(err("level must be a decimal from 0 to 63"))?;
+                .ok_or_else(|| err("level must be a decimal from 0 to 63"))?;
             TileKind::Hashes { level: level as u8 }
         };
         let (index_part, width) = match rest.split_once(".p/") {
             Some((index_part, w)) => {
                 let w = crate::checkpoint::parse_canonical_u64(w)
                     .filter(|w| (1..TILE_WIDTH).contains(w))
-                    .ok_or(err("partial width must be a decimal from 1 to 255"))?;
+                    .ok_or_else(|| err("partial width must be a decimal from 1 to 255"))?;
                 (index_part, w as u16)
             }
             None => (rest, TILE_WIDTH as u16),
@@ -103,7 +105,7 @@ impl TilePath {
             } else {
                 group
                     .strip_prefix('x')
-                    .ok_or(err("index groups but the last need an x prefix"))?
+                    .ok_or_else(|| err("index groups but the last need an x prefix"))?
             };
             if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err("index groups must be three digits"));
@@ -112,7 +114,7 @@ impl TilePath {
             index = index
                 .checked_mul(1000)
                 .and_then(|n| n.checked_add(value))
-                .ok_or(err("index overflows 64 bits"))?;
+                .ok_or_else(|| err("index overflows 64 bits"))?;
         }
         let tile = TilePath { kind, index, width };
         // Leading zero groups ("x000/001") would give two names for one tile.

@@ -44,18 +44,20 @@ impl AddCheckpoint {
     pub fn parse(bytes: &[u8]) -> Result<Self, AddCheckpointError> {
         let err = |line, reason| AddCheckpointError { line, reason };
         let text = std::str::from_utf8(bytes).map_err(|_| err(1, "body is not UTF-8"))?;
-        let (first, mut rest) = text.split_once('\n').ok_or(err(1, "missing old line"))?;
+        let (first, mut rest) = text
+            .split_once('\n')
+            .ok_or_else(|| err(1, "missing old line"))?;
         let old_size = first
             .strip_prefix("old ")
             .and_then(parse_canonical_u64)
-            .ok_or(err(1, "expected \"old N\""))?;
+            .ok_or_else(|| err(1, "expected \"old N\""))?;
         let mut proof = Vec::new();
         let mut line = 1;
         loop {
             line += 1;
             let (l, tail) = rest
                 .split_once('\n')
-                .ok_or(err(line, "missing blank line before the checkpoint"))?;
+                .ok_or_else(|| err(line, "missing blank line before the checkpoint"))?;
             rest = tail;
             if l.is_empty() {
                 break;
@@ -63,7 +65,7 @@ impl AddCheckpoint {
             if proof.len() == MAX_PROOF_HASHES {
                 return Err(err(line, "too many proof hashes"));
             }
-            proof.push(parse_hash(l).ok_or(err(line, "proof line is not a base64 hash"))?);
+            proof.push(parse_hash(l).ok_or_else(|| err(line, "proof line is not a base64 hash"))?);
         }
         Ok(AddCheckpoint {
             old_size,

@@ -140,14 +140,14 @@ impl NarInfo {
             let n = line_no;
             let (line, tail) = rest
                 .split_once('\n')
-                .ok_or(err(n, "the last line must end with a newline"))?;
+                .ok_or_else(|| err(n, "the last line must end with a newline"))?;
             rest = tail;
             if line.contains('\r') {
                 return Err(err(n, "carriage return in narinfo"));
             }
             let (key, value) = line
                 .split_once(": ")
-                .ok_or(err(n, "expected \"Key: Value\""))?;
+                .ok_or_else(|| err(n, "expected \"Key: Value\""))?;
             let hash = |v: &str| NixHash::parse(v).map_err(|e| err(n, format!("{key}: {e}")));
             let base_name = |v: &str| -> Result<String, NarInfoError> {
                 check_base_name(v).map_err(|e| err(n, format!("{key} {v:?}: {e}")))?;
@@ -184,19 +184,19 @@ impl NarInfo {
             }
         }
         let end = line_no.max(1);
-        let nar_size = nar_size.ok_or(err(end, "no NarSize line"))?;
+        let nar_size = nar_size.ok_or_else(|| err(end, "no NarSize line"))?;
         if nar_size == 0 {
             return Err(err(end, "NarSize is 0"));
         }
         Ok(NarInfo {
-            store_path: store_path.ok_or(err(end, "no StorePath line"))?,
+            store_path: store_path.ok_or_else(|| err(end, "no StorePath line"))?,
             url: url
                 .filter(|u| !u.is_empty())
-                .ok_or(err(end, "no URL line"))?,
+                .ok_or_else(|| err(end, "no URL line"))?,
             compression,
             file_hash,
             file_size,
-            nar_hash: nar_hash.ok_or(err(end, "no NarHash line"))?,
+            nar_hash: nar_hash.ok_or_else(|| err(end, "no NarHash line"))?,
             nar_size,
             references: references.unwrap_or_default(),
             deriver,

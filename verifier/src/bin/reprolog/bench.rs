@@ -84,6 +84,31 @@ fn verify_rate(threads: usize) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A `/proc/<pid>/stat` line's user plus system CPU seconds (fields 14 and 15, in ticks
+/// of USER_HZ, which is 100 on Linux; the name in field 2 may hold spaces).
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+/// CPU seconds used by this process and, from its metrics, by the log server.
+fn cpu_seconds(client: &LogClient) -> (Option<f64>, Option<f64>) {
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_cpu_seconds(&s));
+    let server = client
+        .get("/metrics")
+        .ok()
+        .and_then(|m| String::from_utf8(m).ok())
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("process_cpu_seconds_total ")?.parse().ok())
+        });
+    (own, server)
+}
+
 pub struct IngestArgs {
     pub log: String,
     pub key_file: std::path::PathBuf,
@@ -124,6 +149,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
     let client = LogClient::new(&args.log);
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_seconds(&client);
     let start = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
@@ -154,6 +180,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         logged += n;
     }
     let elapsed = start.elapsed();
+    let cpu_after = cpu_seconds(&client);
     if logged != args.count {
         bail!(
             "only {logged} of {} entries were logged (is the key registered?)",
@@ -176,6 +203,16 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         "  vs ceiling:     {:.0}% of the {cores}-thread strict verify rate, {:.0}% of 1 thread",
         100.0 * rate / all,
         100.0 * rate / single
+    );
+    let per_entry = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => format!("{:.0} µs", (a - b) / logged as f64 * 1e6),
+        _ => "unknown".into(),
+    };
+    println!(
+        "  CPU per entry:  server {}, load generator {}; one strict verification {:.0} µs",
+        per_entry(cpu_before.1, cpu_after.1),
+        per_entry(cpu_before.0, cpu_after.0),
+        1e6 / single
     );
     Ok(())
 }
