@@ -567,7 +567,16 @@ async fn path_events<S: LogStore>(
         let mut events = Vec::new();
         for i in indexes.into_iter().take(MAX_PATH_EVENTS) {
             if let Some(bytes) = store.entries(i..i + 1)?.pop() {
-                events.push(entry_json(i, &bytes)?);
+                let event = entry_json(i, &bytes)?;
+                // The path index is derived data; trust only entries that name the path.
+                let base = event["store_path"].as_str().unwrap_or_default();
+                if base
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|b| b.starts_with(&hash_part))
+                {
+                    events.push(event);
+                }
             }
         }
         Ok((events, truncated))

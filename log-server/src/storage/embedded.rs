@@ -4,14 +4,14 @@
 //! - `entries.data`: the entries, back to back;
 //! - `entries.idx`: for each entry, where it ends in `entries.data` (u64, little-endian);
 //! - `nodes`: every complete tree node (32 bytes), in [`post_order`] positions;
-//! - `index/`: a sled database holding the size, the latest checkpoint, per-builder counts
-//!   and, for each entry, the key `path:` ‖ hash part ‖ leaf hash with its index.
+//! - `paths.pages`, `paths.dir`: the [`path_index`] from store paths to their entries;
+//! - `index/`: a sled database holding the size, the latest checkpoint and per-builder counts.
 //!
-//! A batch is written at the end of the three files and `fdatasync`ed, and only then is its
-//! index and the new size committed in one atomic sled batch and flushed. The size is
-//! therefore never durable before the data below it. Bytes a crash leaves past the size are
-//! cut off when the store opens, and never read before. Nothing in sled ever points past the
-//! size, because its keys and the size are committed together.
+//! A batch is written at the end of the three files and `fdatasync`ed, and only then is the
+//! new size committed in sled and flushed. The size is therefore never durable before the
+//! data below it. Bytes a crash leaves past the size are cut off when the store opens, and
+//! never read before. The path index is derived from the entries: it is updated after each
+//! commit, saved now and then, and brought up to the size when the store opens.
 //!
 //! Why not sled for everything: a general B-tree costs about 60 µs of CPU per entry for the
 //! five inserts of the first layout, and its memory grew with the database. Appends and
@@ -21,18 +21,19 @@ use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use reprolog_verifier::merkle::{Hash, HashReader, NodeId};
+use reprolog_verifier::entry::Entry;
+use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
 
+use super::path_index::{path_key, PathIndex, Record};
 use super::post_order::{node_count, position};
 use super::{AppendBatch, LogStore, StoreError};
 
 const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const BUILDER_PREFIX: &[u8] = b"builder:";
-const PATH_PREFIX: &[u8] = b"path:";
 const HASH_BYTES: u64 = 32;
 const OFFSET_BYTES: u64 = 8;
 
@@ -42,6 +43,10 @@ pub struct EmbeddedStore {
     offsets: File,
     nodes: File,
     index: sled::Db,
+    paths: PathIndex,
+    /// Set when the path index could not be updated after a commit: appending stops, and a
+    /// restart brings the index up to date.
+    paths_failed: AtomicBool,
     /// The durable number of entries; readers never look past it.
     size: AtomicU64,
     /// Where the next entry starts in `entries.data`, owned by the one writer.
@@ -61,10 +66,6 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, not 8", bytes.len())))?;
     Ok(u64::from_be_bytes(arr))
-}
-
-fn path_key(hash_part: &str, leaf: &Hash) -> Vec<u8> {
-    [PATH_PREFIX, hash_part.as_bytes(), leaf].concat()
 }
 
 fn open_file(path: &Path) -> Result<File, StoreError> {
@@ -126,15 +127,37 @@ impl EmbeddedStore {
             _ => read_offset(&offsets, size - 1)?,
         };
         cut_to(&data, data_end, "entries.data")?;
-        Ok(EmbeddedStore {
+        let (paths, indexed) = PathIndex::open(dir)?;
+        let store = EmbeddedStore {
             dir: dir.to_path_buf(),
             data,
             offsets,
             nodes,
             index,
+            paths,
+            paths_failed: AtomicBool::new(false),
             size: AtomicU64::new(size),
             data_end: Mutex::new(data_end),
-        })
+        };
+        store.index_paths(indexed.min(size)..size)?;
+        Ok(store)
+    }
+
+    /// Adds the entries in `range` to the path index.
+    fn index_paths(&self, range: Range<u64>) -> Result<(), StoreError> {
+        let mut at = range.start;
+        while at < range.end {
+            let chunk = self.entries(at..range.end.min(at + 4096))?;
+            for bytes in &chunk {
+                let entry = Entry::decode(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("entry {at}: {e}")))?;
+                let key = path_key(entry.store_path.hash_part())?;
+                self.paths
+                    .insert(Record::new(key, at, &merkle::leaf_hash(bytes)))?;
+                at += 1;
+            }
+        }
+        self.paths.indexed_up_to(range.end)
     }
 }
 
@@ -177,10 +200,15 @@ impl LogStore for EmbeddedStore {
     }
 
     fn find_entry(&self, hash_part: &str, leaf: &Hash) -> Result<Option<u64>, StoreError> {
-        match self.index.get(path_key(hash_part, leaf)).map_err(engine)? {
-            Some(v) => Ok(Some(decode_u64(&v, "entry index")?)),
-            None => Ok(None),
+        for record in self.paths.lookup(&path_key(hash_part)?)? {
+            // The record keeps 4 bytes of the leaf hash; the tree holds all of it.
+            if record.leaf_prefix == leaf[..4]
+                && self.read_hashes(&[NodeId::new(0, record.index)])?[0] == *leaf
+            {
+                return Ok(Some(record.index));
+            }
         }
+        Ok(None)
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
@@ -188,6 +216,11 @@ impl LogStore for EmbeddedStore {
             .data_end
             .lock()
             .map_err(|_| StoreError::Engine("an earlier append panicked".into()))?;
+        if self.paths_failed.load(Ordering::Acquire) {
+            return Err(StoreError::Engine(
+                "the path index could not be updated; restart the server to rebuild it".into(),
+            ));
+        }
         let start = self.size.load(Ordering::Acquire);
         if start != batch.start_size {
             return Err(StoreError::SizeMismatch {
@@ -201,11 +234,15 @@ impl LogStore for EmbeddedStore {
         let mut offsets = Vec::with_capacity(batch.entries.len() * OFFSET_BYTES as usize);
         let mut index = sled::Batch::default();
         let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+        let mut records = Vec::with_capacity(batch.entries.len());
         for (i, e) in batch.entries.iter().enumerate() {
             data.extend_from_slice(&e.bytes);
             offsets.extend_from_slice(&(*data_end + data.len() as u64).to_le_bytes());
-            let at = (start + i as u64).to_be_bytes();
-            index.insert(path_key(&e.hash_part, &e.leaf), &at);
+            records.push(Record::new(
+                path_key(&e.hash_part)?,
+                start + i as u64,
+                &e.leaf,
+            ));
             *counts.entry(&e.builder).or_default() += 1;
         }
         for (builder, n) in counts {
@@ -239,7 +276,14 @@ impl LogStore for EmbeddedStore {
         self.index.flush().map_err(engine)?;
         *data_end += data.len() as u64;
         self.size.store(end, Ordering::Release);
-        Ok(())
+        let indexed = records
+            .into_iter()
+            .try_for_each(|r| self.paths.insert(r))
+            .and_then(|()| self.paths.indexed_up_to(end));
+        if indexed.is_err() {
+            self.paths_failed.store(true, Ordering::Release);
+        }
+        indexed
     }
 
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -287,15 +331,14 @@ impl LogStore for EmbeddedStore {
     }
 
     fn path_indexes(&self, hash_part: &str) -> Result<Vec<u64>, StoreError> {
-        let prefix = [PATH_PREFIX, hash_part.as_bytes()].concat();
-        let mut indexes = self
-            .index
-            .scan_prefix(prefix)
-            .values()
-            .map(|v| decode_u64(&v.map_err(engine)?, "entry index"))
-            .collect::<Result<Vec<u64>, _>>()?;
-        indexes.sort_unstable();
-        Ok(indexes)
+        let size = self.size.load(Ordering::Acquire);
+        Ok(self
+            .paths
+            .lookup(&path_key(hash_part)?)?
+            .into_iter()
+            .map(|r| r.index)
+            .filter(|i| *i < size)
+            .collect())
     }
 
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -325,8 +368,17 @@ impl LogStore for EmbeddedStore {
 
     fn disk_bytes(&self) -> Result<u64, StoreError> {
         let mut total = self.index.size_on_disk().map_err(engine)?;
-        for name in ["entries.data", "entries.idx", "nodes"] {
+        for name in [
+            "entries.data",
+            "entries.idx",
+            "nodes",
+            "paths.pages",
+            "paths.dir",
+        ] {
             let path = self.dir.join(name);
+            if name == "paths.dir" && !path.exists() {
+                continue;
+            }
             total += std::fs::metadata(&path)
                 .map_err(|e| io(&path.display().to_string(), e))?
                 .len();
@@ -373,16 +425,34 @@ fn node_run(start: u64, end: u64, nodes: &[(NodeId, Hash)]) -> Result<Vec<u8>, S
 mod tests {
     use super::*;
     use crate::storage::NewEntry;
-    use reprolog_verifier::merkle::{self, MemoryTree};
+    use reprolog_verifier::entry::EntryKind;
+    use reprolog_verifier::merkle::MemoryTree;
+    use reprolog_verifier::nix::narinfo::NixHash;
+    use reprolog_verifier::nix::{nix32, NixSecretKey, StorePath};
+    use sha2::Digest;
 
+    /// Entry `i`, a real encoded entry; three entries share each store path.
     fn entry(i: u64) -> NewEntry {
-        let bytes = format!("entry {i} {}", "x".repeat((i % 7) as usize)).into_bytes();
+        let path_hash = sha2::Sha256::digest((i / 3).to_be_bytes());
+        let hash_part = nix32::encode(&path_hash[..20]);
+        let builder = NixSecretKey::from_seed(&format!("builder-{}", i % 2), [7; 32]);
+        let entry = Entry {
+            kind: EntryKind::CacheSignature,
+            store_path: StorePath::parse(&format!("/nix/store/{hash_part}-e{i}")).unwrap(),
+            nar_hash: NixHash(sha2::Sha256::digest(i.to_be_bytes()).into()),
+            nar_size: 1000 + i,
+            references: Default::default(),
+            deriver: None,
+            ca: None,
+            builder: builder.public_key(),
+            signature: [0; 64],
+        };
+        let bytes = entry.encode().unwrap();
         NewEntry {
             leaf: merkle::leaf_hash(&bytes),
             bytes,
-            // Three entries share each path.
-            hash_part: format!("{:032}", i / 3),
-            builder: format!("builder-{}:key", i % 2),
+            hash_part,
+            builder: entry.builder.to_string(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! implement the same trait.
 
 pub mod embedded;
+mod path_index;
 mod post_order;
 
 use std::ops::Range;
