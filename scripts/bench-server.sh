@@ -21,7 +21,7 @@ if [ ! -f "$dir/bench.sec" ]; then
   mkdir -p "$dir/data"
   $nix key convert-secret-to-public < "$dir/bench.sec" > "$dir/data/builders"
 fi
-target/release/reprolog-server serve --data "$dir/data" --listen "127.0.0.1:$PORT" --cache-mb "${CACHE_MB:-256}" \
+target/release/reprolog-server serve --data "$dir/data" --listen "127.0.0.1:$PORT" --cache-mb "${CACHE_MB:-16}" \
   > "$dir/server.out" 2> "$dir/server.err" &
 pid=$!
 url="http://127.0.0.1:$PORT"

@@ -68,8 +68,9 @@ struct ServeArgs {
     /// How long the tree may grow before a new checkpoint is signed, in milliseconds.
     #[arg(long, default_value_t = 250)]
     checkpoint_interval_ms: u64,
-    /// sled's page cache, in MiB.
-    #[arg(long, default_value_t = 256)]
+    /// sled's page cache, in MiB. sled holds only the size, the checkpoint and builder
+    /// counts; entries, tree nodes and the path index are files served by the page cache.
+    #[arg(long, default_value_t = 16)]
     cache_mb: u64,
     /// Witnesses to ask for cosignatures: `witness <name> <verifier key> <url>` lines, and
     /// optionally `group` and `quorum` lines, in C2SP tlog-policy syntax.
