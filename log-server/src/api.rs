@@ -38,6 +38,9 @@ pub struct AppState<S> {
     pub published: SharedCheckpoint,
     pub sequencer: tokio::sync::mpsc::Sender<Submission>,
     pub metrics: Arc<Metrics>,
+    /// One permit per core: submissions beyond that wait their turn to be verified rather
+    /// than crowd the cores with threads.
+    pub verifiers: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared<S> = Arc<AppState<S>>;
@@ -289,9 +292,16 @@ async fn submit<S: LogStore>(
         ));
     }
     let builders = Arc::clone(&state.builders);
-    let checked = tokio::task::spawn_blocking(move || check_submission(&body, &builders))
+    let permit = Arc::clone(&state.verifiers)
+        .acquire_owned()
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let checked = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        check_submission(&body, &builders)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let Checked {
         mut results,
         pending,

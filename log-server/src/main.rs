@@ -158,6 +158,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         published,
         sequencer,
         metrics,
+        verifiers: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

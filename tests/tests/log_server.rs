@@ -582,11 +582,12 @@ fn crash_while_ingesting_loses_nothing_acknowledged() {
                     }
                 };
                 let a: Value = serde_json::from_reader(r.into_reader()).unwrap();
-                for n in a["narinfos"].as_array().unwrap() {
-                    let s = &n["signatures"][0];
+                for (n, info) in (i - 5..).zip(a["narinfos"].as_array().unwrap()) {
+                    let s = &info["signatures"][0];
                     acked.push((
                         s["index"].as_u64().unwrap(),
-                        n["store_path"].as_str().unwrap().to_owned(),
+                        info["store_path"].as_str().unwrap().to_owned(),
+                        n,
                     ));
                 }
                 if let Ok(r) = ureq::get(&format!("{url}/checkpoint")).call() {
@@ -608,7 +609,38 @@ fn crash_while_ingesting_loses_nothing_acknowledged() {
         );
         // Remember what each acknowledged index must hold, from a server that is back up.
         let server = Server::start(dir.path(), &[]);
-        for (index, store_path) in acked {
+        // The path index is rebuilt from the log: the latest acknowledged narinfos are
+        // duplicates at their indexes, and their paths list them.
+        let latest: Vec<_> = acked.iter().rev().take(10).collect();
+        let body: Vec<String> = latest
+            .iter()
+            .map(|(_, _, n)| synthetic_narinfo(&key, "crash", *n, 0))
+            .collect();
+        if !latest.is_empty() {
+            let (status, answer) = submit(&server, &body.join("\n"));
+            assert_eq!(status, 200, "{answer}");
+            for ((index, path, _), info) in
+                latest.iter().zip(answer["narinfos"].as_array().unwrap())
+            {
+                let s = &info["signatures"][0];
+                assert_eq!(
+                    (s["status"].as_str(), s["index"].as_u64()),
+                    (Some("duplicate"), Some(*index)),
+                    "{path} after crash {cycle}"
+                );
+            }
+            let (index, path, _) = latest[0];
+            let base = path.rsplit('/').next().unwrap();
+            let (status, events) =
+                get_json(&format!("{}/api/v1/paths/{}", server.url, &base[..32]));
+            assert_eq!(status, 200);
+            assert!(events["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["index"].as_u64() == Some(*index)));
+        }
+        for (index, store_path, _) in acked {
             let bytes = entry_bytes(&server, index);
             let e = Entry::decode(&bytes).unwrap();
             assert_eq!(

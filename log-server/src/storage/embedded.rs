@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
@@ -35,6 +35,11 @@ const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const BUILDER_PREFIX: &[u8] = b"builder:";
 const HASH_BYTES: u64 = 32;
+/// Levels from here up are kept in memory: every proof reads one node of each, and they
+/// are few (two for every 2^CACHED_FROM entries, 0.06 bytes an entry).
+const CACHED_FROM: u8 = 10;
+/// Nodes this close in the file are read together.
+const COALESCE_NODES: u64 = 256;
 const OFFSET_BYTES: u64 = 8;
 
 pub struct EmbeddedStore {
@@ -47,10 +52,16 @@ pub struct EmbeddedStore {
     /// Set when the path index could not be updated after a commit: appending stops, and a
     /// restart brings the index up to date.
     paths_failed: AtomicBool,
+    /// The tree's nodes at levels `CACHED_FROM..`, by level and index.
+    upper: RwLock<Vec<Vec<Hash>>>,
     /// The durable number of entries; readers never look past it.
     size: AtomicU64,
     /// Where the next entry starts in `entries.data`, owned by the one writer.
     data_end: Mutex<u64>,
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Engine("a store lock is poisoned".into())
 }
 
 fn engine(e: sled::Error) -> StoreError {
@@ -136,9 +147,24 @@ impl EmbeddedStore {
             index,
             paths,
             paths_failed: AtomicBool::new(false),
+            upper: RwLock::new(Vec::new()),
             size: AtomicU64::new(size),
             data_end: Mutex::new(data_end),
         };
+        let upper: Vec<Vec<Hash>> = (CACHED_FROM..64)
+            .map(|level| size >> level)
+            .take_while(|count| *count > 0)
+            .enumerate()
+            .map(|(l, count)| {
+                let level = CACHED_FROM + l as u8;
+                store.read_hashes(
+                    &(0..count)
+                        .map(|i| NodeId::new(level, i))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        *store.upper.write().map_err(|_| poisoned())? = upper;
         store.index_paths(indexed.min(size)..size)?;
         Ok(store)
     }
@@ -174,9 +200,12 @@ impl HashReader for EmbeddedStore {
 
     fn read_hashes(&self, wanted: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         let size = self.size.load(Ordering::Acquire);
-        wanted
-            .iter()
-            .map(|n| {
+        let mut out = vec![[0u8; 32]; wanted.len()];
+        // (position in the node file, place in `out`) of what the upper levels lack.
+        let mut from_file = Vec::new();
+        {
+            let upper = self.upper.read().map_err(|_| poisoned())?;
+            for (slot, n) in wanted.iter().enumerate() {
                 let complete = size.checked_shr(u32::from(n.level)).unwrap_or(0) > n.index;
                 if !complete {
                     return Err(StoreError::Corrupt(format!(
@@ -184,13 +213,36 @@ impl HashReader for EmbeddedStore {
                         n.level, n.index
                     )));
                 }
-                let mut hash = [0u8; 32];
-                self.nodes
-                    .read_exact_at(&mut hash, position(*n) * HASH_BYTES)
-                    .map_err(|e| io("nodes", e))?;
-                Ok(hash)
-            })
-            .collect()
+                let cached = usize::from(n.level)
+                    .checked_sub(usize::from(CACHED_FROM))
+                    .and_then(|l| upper.get(l)?.get(usize::try_from(n.index).ok()?));
+                match cached {
+                    Some(hash) => out[slot] = *hash,
+                    None => from_file.push((position(*n), slot)),
+                }
+            }
+        }
+        // Nodes near each other in the file (a leaf's lowest siblings) come in one read.
+        from_file.sort_unstable();
+        let mut group = 0;
+        while group < from_file.len() {
+            let first = from_file[group].0;
+            let end = from_file[group..]
+                .iter()
+                .position(|(at, _)| *at >= first + COALESCE_NODES)
+                .map_or(from_file.len(), |n| group + n);
+            let last = from_file[end - 1].0;
+            let mut bytes = vec![0u8; ((last - first + 1) * HASH_BYTES) as usize];
+            self.nodes
+                .read_exact_at(&mut bytes, first * HASH_BYTES)
+                .map_err(|e| io("nodes", e))?;
+            for &(at, slot) in &from_file[group..end] {
+                let from = ((at - first) * HASH_BYTES) as usize;
+                out[slot].copy_from_slice(&bytes[from..from + HASH_BYTES as usize]);
+            }
+            group = end;
+        }
+        Ok(out)
     }
 }
 
@@ -276,6 +328,18 @@ impl LogStore for EmbeddedStore {
         self.index.flush().map_err(engine)?;
         *data_end += data.len() as u64;
         self.size.store(end, Ordering::Release);
+        {
+            let mut upper = self.upper.write().map_err(|_| poisoned())?;
+            for (node, hash) in batch.nodes.iter().filter(|(n, _)| n.level >= CACHED_FROM) {
+                let level = usize::from(node.level - CACHED_FROM);
+                if upper.len() <= level {
+                    upper.resize_with(level + 1, Vec::new);
+                }
+                if upper[level].len() as u64 == node.index {
+                    upper[level].push(*hash);
+                }
+            }
+        }
         let indexed = records
             .into_iter()
             .try_for_each(|r| self.paths.insert(r))
@@ -478,7 +542,7 @@ mod tests {
             tree.push(entry(i).leaf);
         }
         assert_eq!(merkle::tree_hash(size, store).unwrap(), tree.root());
-        for level in 0..8 {
+        for level in (0..64).take_while(|l| size >> l > 0) {
             let nodes: Vec<NodeId> = (0..size >> level).map(|i| NodeId::new(level, i)).collect();
             assert_eq!(
                 store.read_hashes(&nodes).unwrap(),
@@ -521,6 +585,27 @@ mod tests {
         assert_eq!(store.checkpoint().unwrap().unwrap(), b"note");
         append(&store, size..size + 77);
         check(&store, size + 77);
+    }
+
+    #[test]
+    fn upper_levels_served_from_memory_match_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        let mut size = 0;
+        for n in [1000, 1100, 3000] {
+            append(&store, size..size + n);
+            size += n;
+            check(&store, size);
+        }
+        assert_eq!(store.upper.read().unwrap().len(), 3, "levels 10, 11 and 12");
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            store.upper.read().unwrap()[0].len(),
+            4,
+            "5,100 entries, level 10"
+        );
+        check(&store, size);
     }
 
     #[test]

@@ -89,21 +89,31 @@ impl Record {
     }
 }
 
-/// A page as read: its header and records.
-struct Page {
-    depth: u8,
-    next: u32,
-    records: Vec<Record>,
-}
+/// A page as stored: the header slot, then record slots.
+struct Page(Box<[u8; PAGE]>);
 
-fn decode_page(bytes: &[u8; PAGE]) -> Page {
-    Page {
-        depth: bytes[0],
-        next: u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
-        records: bytes[SLOT..]
-            .chunks_exact(SLOT)
-            .filter_map(Record::decode)
-            .collect(),
+impl Page {
+    fn depth(&self) -> u8 {
+        self.0[0]
+    }
+
+    fn next(&self) -> u32 {
+        u32::from_le_bytes([self.0[4], self.0[5], self.0[6], self.0[7]])
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &[u8]> {
+        self.0[SLOT..].chunks_exact(SLOT)
+    }
+
+    fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.slots().filter_map(Record::decode)
+    }
+
+    /// Records fill a page's slots in order, so the first empty slot is the count.
+    fn len(&self) -> usize {
+        self.slots()
+            .position(|s| s[KEY..KEY + 8] == [0; 8])
+            .unwrap_or(SLOTS - 1)
     }
 }
 
@@ -264,23 +274,23 @@ impl PathIndex {
             let mut page = first;
             loop {
                 let p = self.read_page(page)?;
-                if p.next == 0 {
+                if p.next() == 0 {
                     break;
                 }
-                if p.next >= saved.pages {
+                if p.next() >= saved.pages {
                     self.pages
                         .write_all_at(&[0; 4], u64::from(page) * PAGE as u64 + 4)
                         .map_err(|e| io("pages", e))?;
                     break;
                 }
-                page = p.next;
+                page = p.next();
             }
         }
         Ok(())
     }
 
     fn read_page(&self, page: u32) -> Result<Page, StoreError> {
-        let mut bytes = [0u8; PAGE];
+        let mut bytes = Box::new([0u8; PAGE]);
         let at = u64::from(page) * PAGE as u64;
         // A page past the end of the file reads as empty.
         let mut read = 0;
@@ -292,7 +302,7 @@ impl PathIndex {
                 Err(e) => return Err(io("pages", e)),
             }
         }
-        Ok(decode_page(&bytes))
+        Ok(Page(bytes))
     }
 
     fn write_page(&self, page: u32, bytes: &[u8]) -> Result<(), StoreError> {
@@ -307,7 +317,7 @@ impl PathIndex {
         let mut page = first;
         loop {
             let p = self.read_page(page)?;
-            let next = p.next;
+            let next = p.next();
             chain.push((page, p));
             if next == 0 || chain.len() > 1 << 20 {
                 return Ok(chain);
@@ -325,8 +335,12 @@ impl PathIndex {
         let mut found: Vec<Record> = self
             .chain(first)?
             .into_iter()
-            .flat_map(|(_, p)| p.records)
-            .filter(|r| r.key == *key)
+            .flat_map(|(_, p)| {
+                p.slots()
+                    .filter(|s| s[..KEY] == key[..])
+                    .filter_map(Record::decode)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         found.sort_by_key(|r| r.index);
         found.dedup();
@@ -340,25 +354,26 @@ impl PathIndex {
         loop {
             let bucket = d.bucket_of(hash);
             let chain = self.chain(d.buckets[bucket])?;
-            if chain.iter().any(|(_, p)| p.records.contains(&record)) {
+            let encoded = record.encode();
+            if chain.iter().any(|(_, p)| p.slots().any(|s| s == encoded)) {
                 return Ok(());
             }
             let (last, last_page) = match chain.last() {
                 Some((n, p)) => (*n, p),
                 None => return Err(StoreError::Corrupt("an empty page chain".into())),
             };
-            if last_page.records.len() < SLOTS - 1 {
-                let slot = 1 + last_page.records.len();
+            if last_page.len() < SLOTS - 1 {
+                let slot = 1 + last_page.len();
                 return self
                     .pages
                     .write_all_at(
-                        &record.encode(),
+                        &encoded,
                         u64::from(last) * PAGE as u64 + (slot * SLOT) as u64,
                     )
                     .map_err(|e| io("pages", e));
             }
-            let depth = chain[0].1.depth;
-            let records: Vec<Record> = chain.into_iter().flat_map(|(_, p)| p.records).collect();
+            let depth = chain[0].1.depth();
+            let records: Vec<Record> = chain.iter().flat_map(|(_, p)| p.records()).collect();
             let all_one_path = records.iter().all(|r| d.hash(&r.key) == hash);
             if all_one_path || depth >= MAX_DEPTH {
                 // Only another page helps: these records cannot be told apart by hash bits.
@@ -619,5 +634,38 @@ mod tests {
         assert!(index.lookup(&records[1].key).unwrap().is_empty());
         insert_all(&index, &records);
         check(&index, &records);
+    }
+}
+
+/// A benchmark, not a test: `cargo test --release -p reprolog-server bench_path_index --
+/// --ignored --nocapture` prints the cost of a lookup plus an insert as the index grows.
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn bench_path_index() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let (index, _) = PathIndex::open(dir.path()).unwrap();
+        let leaf = [7u8; 32];
+        let mut at = 0u64;
+        for step in [100_000u64, 900_000, 1_000_000, 2_000_000] {
+            let start = std::time::Instant::now();
+            for _ in 0..step {
+                let h = Sha256::digest(at.to_be_bytes());
+                let key: PathKey = h[..KEY].try_into().unwrap();
+                assert!(index.lookup(&key).unwrap().is_empty());
+                index.insert(Record::new(key, at, &leaf)).unwrap();
+                at += 1;
+            }
+            let per = start.elapsed().as_secs_f64() / step as f64 * 1e6;
+            let d = index.directory.lock().unwrap();
+            println!(
+                "{at:>9} records: lookup + insert {per:.2} µs; directory {} KiB; {} pages",
+                d.buckets.len() * 4 / 1024,
+                d.pages
+            );
+        }
     }
 }

@@ -123,9 +123,12 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         .with_context(|| format!("reading {}", args.key_file.display()))?;
     let key = NixSecretKey::parse(key_text.trim()).context("builder secret key")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("raw strict Ed25519 verification on this machine:");
-    let single = verify_rate(1);
-    let all = verify_rate(cores);
+    // The best of three one-second windows: a shared machine's noise only ever lowers a rate,
+    // and a higher ceiling makes the ratio below harder to meet, not easier.
+    println!("raw strict Ed25519 verification on this machine (best of 3 s):");
+    let best = |threads| (0..3).map(|_| verify_rate(threads)).fold(0.0, f64::max);
+    let single = best(1);
+    let all = best(cores);
     println!("  1 thread:  {single:>9.0} verifications/s");
     println!("  {cores} threads: {all:>9.0} verifications/s");
 
