@@ -209,6 +209,9 @@ pub struct PathIndex {
     pages: Arc<File>,
     dir_path: PathBuf,
     directory: Mutex<Directory>,
+    /// For chains written to since opening: the first page → the last page and how many
+    /// records it holds, so that most inserts write a slot without reading a page.
+    tails: Mutex<std::collections::HashMap<u32, (u32, usize)>>,
     /// Set while a save runs, so that saves never overlap.
     saving: Arc<AtomicBool>,
 }
@@ -249,6 +252,7 @@ impl PathIndex {
             pages: Arc::new(pages),
             dir_path,
             directory: Mutex::new(directory.clone()),
+            tails: Mutex::new(Default::default()),
             saving: Arc::new(AtomicBool::new(false)),
         };
         if fresh {
@@ -347,14 +351,20 @@ impl PathIndex {
         Ok(found)
     }
 
-    /// Adds a record; adding one that is there already does nothing. One writer at a time.
+    /// Adds a record. One writer at a time. Adding a record twice is harmless (lookups return
+    /// each record once), which lets a restart index again entries that may be there.
     pub fn insert(&self, record: Record) -> Result<(), StoreError> {
         let mut d = self.directory.lock().map_err(poisoned)?;
+        let mut tails = self.tails.lock().map_err(poisoned)?;
         let hash = d.hash(&record.key);
+        let encoded = record.encode();
         loop {
-            let bucket = d.bucket_of(hash);
-            let chain = self.chain(d.buckets[bucket])?;
-            let encoded = record.encode();
+            let head = d.buckets[d.bucket_of(hash)];
+            if let Some((tail, fill)) = tails.get_mut(&head).filter(|(_, f)| *f < SLOTS - 1) {
+                *fill += 1;
+                return self.write_slot(*tail, *fill, &encoded);
+            }
+            let chain = self.chain(head)?;
             if chain.iter().any(|(_, p)| p.slots().any(|s| s == encoded)) {
                 return Ok(());
             }
@@ -363,14 +373,8 @@ impl PathIndex {
                 None => return Err(StoreError::Corrupt("an empty page chain".into())),
             };
             if last_page.len() < SLOTS - 1 {
-                let slot = 1 + last_page.len();
-                return self
-                    .pages
-                    .write_all_at(
-                        &encoded,
-                        u64::from(last) * PAGE as u64 + (slot * SLOT) as u64,
-                    )
-                    .map_err(|e| io("pages", e));
+                tails.insert(head, (last, last_page.len()));
+                continue;
             }
             let depth = chain[0].1.depth();
             let records: Vec<Record> = chain.iter().flat_map(|(_, p)| p.records()).collect();
@@ -380,13 +384,24 @@ impl PathIndex {
                 let new = d.pages;
                 d.pages += 1;
                 self.write_page(new, &encode_page(depth, &[record]))?;
+                tails.insert(head, (new, 1));
                 return self
                     .pages
                     .write_all_at(&new.to_le_bytes(), u64::from(last) * PAGE as u64 + 4)
                     .map_err(|e| io("pages", e));
             }
+            tails.remove(&head);
             self.split(&mut d, hash, depth, &records)?;
         }
+    }
+
+    fn write_slot(&self, page: u32, slot: usize, encoded: &[u8]) -> Result<(), StoreError> {
+        self.pages
+            .write_all_at(
+                encoded,
+                u64::from(page) * PAGE as u64 + (slot * SLOT) as u64,
+            )
+            .map_err(|e| io("pages", e))
     }
 
     /// Splits the full bucket of `depth` that `hash` falls in into two new chains.
