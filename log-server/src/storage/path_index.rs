@@ -3,7 +3,7 @@
 //!
 //! Why not sled: with random keys (store path hashes) sled's inserts cost 10 µs of CPU at 10^5
 //! keys and 60 µs at 4·10^6 with a bounded cache, and with a large cache its memory grows
-//! with the log. Here a lookup or an insert is one page read (plus one 32-byte write), and
+//! with the log. Here a lookup is one page read, an insert usually one 32-byte write, and
 //! memory is the directory: four bytes per page of about 90 entries.
 //!
 //! Layout. A page is 128 slots of 32 bytes. Slot 0 is the header (local depth, next overflow
@@ -16,10 +16,11 @@
 //! Crash safety. The index is derived from the log, so it need not be durable with each
 //! batch. Every [`SYNC_EVERY`] entries the page file is `fsync`ed and then the directory is
 //! written, atomically by rename, with the log size it covers; after a crash the entries
-//! beyond that size are indexed again (inserting is idempotent). Pages named by a saved
-//! directory are never rewritten: a split writes two new pages, and afterwards only adds
-//! records into empty 32-byte slots or sets a header's overflow link, each inside one disk
-//! sector. On opening, overflow links to pages allocated after the saved directory are cut.
+//! beyond that size are indexed again (a record added twice is returned once). Pages named
+//! by a saved directory are never rewritten: a split writes two new pages, and afterwards
+//! only adds records into empty 32-byte slots or sets a header's overflow link, each inside
+//! one disk sector. On opening, overflow links to pages allocated after the saved directory
+//! are cut.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
