@@ -9,7 +9,7 @@
 #   COUNT=1000000 ROUNDS=10 PROOFS_AT="1000000" scripts/bench-server.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COUNT=${COUNT:-200000} ROUNDS=${ROUNDS:-1} BATCH=${BATCH:-64} CONCURRENCY=${CONCURRENCY:-8}
+COUNT=${COUNT:-200000} ROUNDS=${ROUNDS:-1} BATCH=${BATCH:-256} CONCURRENCY=${CONCURRENCY:-4}
 PORT=${PORT:-18400} PROOFS_AT=${PROOFS_AT:-} PROOF_REQUESTS=${PROOF_REQUESTS:-200000}
 cargo build --release -q -p reprolog-server -p reprolog-verifier --features reprolog-verifier/cli
 dir=${BENCH_DIR:-$(mktemp -d)}

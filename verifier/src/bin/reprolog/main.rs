@@ -135,9 +135,9 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         count: u64,
         /// Narinfos per request.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 256)]
         batch: u64,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
     /// Print the policy a witness needs for `bench witness`.
