@@ -49,9 +49,9 @@ pub struct EmbeddedStore {
     nodes: File,
     index: sled::Db,
     paths: PathIndex,
-    /// Set when the path index could not be updated after a commit: appending stops, and a
-    /// restart brings the index up to date.
-    paths_failed: AtomicBool,
+    /// Set when an append failed after its first write: appending stops, and a restart
+    /// recovers from what is durable (and brings the path index up to date).
+    failed: AtomicBool,
     /// The tree's nodes at levels `CACHED_FROM..`, by level and index.
     upper: RwLock<Vec<Vec<Hash>>>,
     /// The durable number of entries; readers never look past it.
@@ -146,7 +146,7 @@ impl EmbeddedStore {
             nodes,
             index,
             paths,
-            paths_failed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             upper: RwLock::new(Vec::new()),
             size: AtomicU64::new(size),
             data_end: Mutex::new(data_end),
@@ -167,6 +167,44 @@ impl EmbeddedStore {
         *store.upper.write().map_err(|_| poisoned())? = upper;
         store.index_paths(indexed.min(size)..size)?;
         Ok(store)
+    }
+
+    /// Writes a batch at the end of the files, makes it durable, then commits its size.
+    fn write_batch(&self, start: u64, data_end: u64, b: Encoded) -> Result<(), StoreError> {
+        self.data
+            .write_all_at(&b.data, data_end)
+            .map_err(|e| io("entries.data", e))?;
+        self.offsets
+            .write_all_at(&b.offsets, start * OFFSET_BYTES)
+            .map_err(|e| io("entries.idx", e))?;
+        self.nodes
+            .write_all_at(&b.nodes, node_count(start) * HASH_BYTES)
+            .map_err(|e| io("nodes", e))?;
+        for (file, name) in [
+            (&self.data, "entries.data"),
+            (&self.offsets, "entries.idx"),
+            (&self.nodes, "nodes"),
+        ] {
+            file.sync_data().map_err(|e| io(name, e))?;
+        }
+        self.index.apply_batch(b.index).map_err(engine)?;
+        self.index.flush().map_err(engine)?;
+        Ok(())
+    }
+
+    /// Keeps the batch's nodes of the cached levels.
+    fn remember_upper_levels(&self, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+        let mut upper = self.upper.write().map_err(|_| poisoned())?;
+        for (node, hash) in nodes.iter().filter(|(n, _)| n.level >= CACHED_FROM) {
+            let level = usize::from(node.level - CACHED_FROM);
+            if upper.len() <= level {
+                upper.resize_with(level + 1, Vec::new);
+            }
+            if upper[level].len() as u64 == node.index {
+                upper[level].push(*hash);
+            }
+        }
+        Ok(())
     }
 
     /// Adds the entries in `range` to the path index.
@@ -268,9 +306,9 @@ impl LogStore for EmbeddedStore {
             .data_end
             .lock()
             .map_err(|_| StoreError::Engine("an earlier append panicked".into()))?;
-        if self.paths_failed.load(Ordering::Acquire) {
+        if self.failed.load(Ordering::Acquire) {
             return Err(StoreError::Engine(
-                "the path index could not be updated; restart the server to rebuild it".into(),
+                "an earlier append failed midway; restart the server to recover".into(),
             ));
         }
         let start = self.size.load(Ordering::Acquire);
@@ -308,46 +346,28 @@ impl LogStore for EmbeddedStore {
         index.insert(SIZE_KEY, &end.to_be_bytes());
         let nodes = node_run(start, end, &batch.nodes)?;
 
-        self.data
-            .write_all_at(&data, *data_end)
-            .map_err(|e| io("entries.data", e))?;
-        self.offsets
-            .write_all_at(&offsets, start * OFFSET_BYTES)
-            .map_err(|e| io("entries.idx", e))?;
-        self.nodes
-            .write_all_at(&nodes, node_count(start) * HASH_BYTES)
-            .map_err(|e| io("nodes", e))?;
-        for (file, name) in [
-            (&self.data, "entries.data"),
-            (&self.offsets, "entries.idx"),
-            (&self.nodes, "nodes"),
-        ] {
-            file.sync_data().map_err(|e| io(name, e))?;
+        // From the first write on, a failure leaves memory and disk out of step: appending
+        // stops, and a restart recovers from what is durable.
+        let added = data.len() as u64;
+        let encoded = Encoded {
+            data,
+            offsets,
+            nodes,
+            index,
+        };
+        let committed = self.write_batch(start, *data_end, encoded).and_then(|()| {
+            *data_end += added;
+            self.size.store(end, Ordering::Release);
+            self.remember_upper_levels(&batch.nodes)?;
+            records
+                .into_iter()
+                .try_for_each(|r| self.paths.insert(r))
+                .and_then(|()| self.paths.indexed_up_to(end))
+        });
+        if committed.is_err() {
+            self.failed.store(true, Ordering::Release);
         }
-        self.index.apply_batch(index).map_err(engine)?;
-        self.index.flush().map_err(engine)?;
-        *data_end += data.len() as u64;
-        self.size.store(end, Ordering::Release);
-        {
-            let mut upper = self.upper.write().map_err(|_| poisoned())?;
-            for (node, hash) in batch.nodes.iter().filter(|(n, _)| n.level >= CACHED_FROM) {
-                let level = usize::from(node.level - CACHED_FROM);
-                if upper.len() <= level {
-                    upper.resize_with(level + 1, Vec::new);
-                }
-                if upper[level].len() as u64 == node.index {
-                    upper[level].push(*hash);
-                }
-            }
-        }
-        let indexed = records
-            .into_iter()
-            .try_for_each(|r| self.paths.insert(r))
-            .and_then(|()| self.paths.indexed_up_to(end));
-        if indexed.is_err() {
-            self.paths_failed.store(true, Ordering::Release);
-        }
-        indexed
+        committed
     }
 
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -449,6 +469,14 @@ impl LogStore for EmbeddedStore {
         }
         Ok(total)
     }
+}
+
+/// A batch as the bytes each file gets and the sled commit.
+struct Encoded {
+    data: Vec<u8>,
+    offsets: Vec<u8>,
+    nodes: Vec<u8>,
+    index: sled::Batch,
 }
 
 /// The batch's nodes as one run of the node file, checking that they are exactly the nodes
