@@ -220,6 +220,63 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
+/// Submits one narinfo at a time and measures how long until it has an index, and until a
+/// checkpoint that covers it satisfies `policy` (the log's signature and a quorum of
+/// witness cosignatures).
+pub fn cosigned(
+    log: &str,
+    key_file: &std::path::Path,
+    policy_file: &std::path::Path,
+    count: u64,
+    gap: Duration,
+) -> Result<()> {
+    let key_text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let key = NixSecretKey::parse(key_text.trim()).context("builder secret key")?;
+    let policy_text = std::fs::read_to_string(policy_file)
+        .with_context(|| format!("reading {}", policy_file.display()))?;
+    let policy = reprolog_verifier::policy::Policy::parse(&policy_text).context("--policy")?;
+    let client = LogClient::new(log);
+    let run = format!("cosigned-{}-{:?}", std::process::id(), Instant::now());
+    let (mut to_index, mut to_cosigned) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        let body = narinfo(&key, &run, i);
+        let start = Instant::now();
+        let answer = client.submit_narinfos(&body)?;
+        let index = answer["narinfos"][0]["signatures"][0]["index"]
+            .as_u64()
+            .context("the narinfo was not logged (is the key registered?)")?;
+        to_index.push(start.elapsed());
+        loop {
+            let covered = policy
+                .verify_checkpoint(&client.checkpoint()?)
+                .is_ok_and(|t| t.checkpoint.size > index);
+            if covered {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("entry {index} had no cosigned checkpoint after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        to_cosigned.push(start.elapsed());
+        std::thread::sleep(gap);
+    }
+    println!(
+        "{count} submissions, one at a time, {} ms apart:",
+        gap.as_millis()
+    );
+    println!(
+        "  to index:               {}",
+        latency_summary(&mut to_index)
+    );
+    println!(
+        "  to cosigned checkpoint: {}",
+        latency_summary(&mut to_cosigned)
+    );
+    Ok(())
+}
+
 /// Requests random inclusion proofs against the latest checkpoint and verifies each.
 pub fn proofs(log: &str, log_key: &str, requests: u64, concurrency: usize) -> Result<()> {
     let key = VerifierKey::parse(log_key).context("--log-key")?;

@@ -140,6 +140,24 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Submit narinfos one at a time and report the time until each is in a checkpoint that
+    /// satisfies a client's policy (the log's signature and a quorum of cosignatures).
+    Cosigned {
+        /// The log server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8400")]
+        log: String,
+        /// A Nix secret key registered with the log, to sign the narinfos.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// A C2SP tlog-policy naming the log and the witnesses a client requires.
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        count: u64,
+        /// Milliseconds between one answer and the next submission.
+        #[arg(long, default_value_t = 50)]
+        gap_ms: u64,
+    },
     /// Print the policy a witness needs for `bench witness`.
     WitnessPolicy {
         #[arg(long, default_value_t = 8)]
@@ -340,6 +358,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch,
                 concurrency,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Cosigned {
+            log,
+            key_file,
+            policy,
+            count,
+            gap_ms,
+        }) => {
+            bench::cosigned(
+                &log,
+                &key_file,
+                &policy,
+                count,
+                std::time::Duration::from_millis(gap_ms),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::WitnessPolicy { logs }) => {
