@@ -11,13 +11,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use reprolog_verifier::api::{
+    ErrorAnswer, LoggedEntry, NarinfoResult, PathPage, RefusalReason, SignatureResult,
+    SignatureStatus, SubmitAnswer, MAX_REFUSAL_REASONS, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT,
+    PATH_PAGE_MAX,
+};
 use reprolog_verifier::entry::{Entry, EntryError};
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::store_path::HASH_PART_LEN;
 use reprolog_verifier::nix::{nix32, NarInfo, NixSignature};
 use reprolog_verifier::proof::TlogProof;
-use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath, TILE_HEIGHT, TILE_WIDTH};
-use serde::{Deserialize, Serialize};
+use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath, TILE_HEIGHT};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -29,8 +34,13 @@ use crate::storage::{LogStore, NewEntry, StoreError};
 
 /// The media type of narinfo submissions.
 pub const NARINFO_TYPE: &str = "text/x-nix-narinfo";
-/// The most events one path lookup returns.
-pub const MAX_PATH_EVENTS: usize = 1000;
+/// A submission that shows more signatures failing verification than this is refused
+/// without verifying the rest: each costs a strict Ed25519 verification, and a registered
+/// builder's client sends valid ones.
+pub const MAX_INVALID_SIGNATURES: usize = 16;
+/// How many large reads (path lookups, entry bundles; each up to about 16 MiB) run at once;
+/// the rest wait, so that concurrent readers cannot multiply the server's memory.
+pub const CONCURRENT_LARGE_READS: usize = 8;
 
 pub struct AppState<S> {
     pub store: Arc<S>,
@@ -41,6 +51,8 @@ pub struct AppState<S> {
     /// One permit per core: submissions beyond that wait their turn to be verified rather
     /// than crowd the cores with threads.
     pub verifiers: Arc<tokio::sync::Semaphore>,
+    /// [`CONCURRENT_LARGE_READS`] permits.
+    pub large_reads: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared<S> = Arc<AppState<S>>;
@@ -61,12 +73,19 @@ pub fn router<S: LogStore>(state: Shared<S>, body_limit: usize) -> Router {
         .with_state(state)
 }
 
-/// An error answer: a status and a message, as JSON `{"error": …}`.
-pub struct ApiError(StatusCode, String, serde_json::Value);
+/// An error answer: a status and an [`ErrorAnswer`] body.
+pub struct ApiError(StatusCode, ErrorAnswer);
 
 impl ApiError {
     fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        ApiError(status, msg.into(), serde_json::Value::Null)
+        ApiError(
+            status,
+            ErrorAnswer {
+                error: msg.into(),
+                signatures: None,
+                first_reasons: Vec::new(),
+            },
+        )
     }
     fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, msg)
@@ -92,11 +111,7 @@ impl From<Arc<StoreError>> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.1 });
-        if !self.2.is_null() {
-            body["results"] = self.2;
-        }
-        (self.0, Json(body)).into_response()
+        (self.0, Json(self.1)).into_response()
     }
 }
 
@@ -109,6 +124,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
+/// Waits for one of the [`CONCURRENT_LARGE_READS`] permits.
+async fn large_read<S>(state: &AppState<S>) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&state.large_reads)
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
 fn current<S>(state: &AppState<S>) -> Arc<Published> {
     state
         .published
@@ -118,27 +141,6 @@ fn current<S>(state: &AppState<S>) -> Arc<Published> {
 }
 
 // ---- submission ----------------------------------------------------------------------------
-
-#[derive(Serialize, Clone, Debug)]
-struct SignatureResult {
-    key: String,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-#[derive(Serialize, Debug)]
-struct NarinfoResult {
-    store_path: String,
-    signatures: Vec<SignatureResult>,
-}
-
-#[derive(Serialize, Debug)]
-struct SubmitAnswer {
-    narinfos: Vec<NarinfoResult>,
-}
 
 /// Splits a body into narinfos at blank lines, with the line each one starts on.
 fn split_narinfos(body: &str) -> Vec<(usize, &str)> {
@@ -173,9 +175,35 @@ struct Checked {
     pending: Vec<Pending>,
 }
 
-/// Parses and checks every narinfo: the entries to log and each signature's result so far.
-/// Malformed input or an oversized entry refuses the whole request, so nothing of it is stored.
-fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Rejection, ApiError)> {
+/// Why a submission was refused as a whole.
+type Refused = (Rejection, ApiError);
+
+/// A 422 refusal that says how many signatures the request held and the first reasons.
+fn refusal(error: String, results: &[NarinfoResult]) -> ApiError {
+    let reasons = results.iter().flat_map(|n| {
+        n.signatures.iter().filter_map(|s| {
+            Some(RefusalReason {
+                store_path: n.store_path.clone(),
+                key: s.key.clone(),
+                reason: s.reason.clone()?,
+            })
+        })
+    });
+    ApiError(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorAnswer {
+            error,
+            signatures: Some(results.iter().map(|n| n.signatures.len() as u64).sum()),
+            first_reasons: reasons.take(MAX_REFUSAL_REASONS).collect(),
+        },
+    )
+}
+
+/// Parses and checks every narinfo: the entries to log and each signature's result so far
+/// (those to log are marked `Logged`, without an index, until the sequencer answers).
+/// Malformed input, an oversized entry or too many invalid signatures refuse the whole
+/// request, so nothing of it is stored.
+fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, Refused> {
     let malformed = |msg: String| (Rejection::Malformed, ApiError::bad_request(msg));
     let body = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8".into()))?;
     let narinfos = split_narinfos(body);
@@ -183,8 +211,9 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
         return Err(malformed("body holds no narinfo".into()));
     }
     let registry = builders.current();
-    let mut results = Vec::new();
+    let mut results: Vec<NarinfoResult> = Vec::new();
     let mut entries = Vec::new();
+    let mut invalid = 0;
     for (n, (start, text)) in narinfos.iter().enumerate() {
         let info = NarInfo::parse(text).map_err(|e| {
             malformed(format!(
@@ -203,7 +232,7 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
                 .to_owned();
             let ignored = |reason: String| SignatureResult {
                 key: key.clone(),
-                status: "ignored",
+                status: SignatureStatus::Ignored,
                 index: None,
                 reason: Some(reason),
             };
@@ -225,6 +254,18 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
                 sigs.push(ignored(format!(
                     "signature does not verify under the registered key {key}"
                 )));
+                invalid += 1;
+                if invalid > MAX_INVALID_SIGNATURES {
+                    results.push(NarinfoResult {
+                        store_path: info.store_path.to_string(),
+                        signatures: sigs,
+                    });
+                    let error = format!(
+                        "refused after {invalid} signatures that do not verify (at most \
+                         {MAX_INVALID_SIGNATURES} are checked); the rest were not verified"
+                    );
+                    return Err((Rejection::InvalidSignatures, refusal(error, &results)));
+                }
                 continue;
             };
             let bytes = entry.encode().map_err(|e| match e {
@@ -249,7 +290,7 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
             });
             sigs.push(SignatureResult {
                 key,
-                status: "pending",
+                status: SignatureStatus::Logged,
                 index: None,
                 reason: None,
             });
@@ -257,7 +298,7 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
         if sigs.is_empty() {
             sigs.push(SignatureResult {
                 key: String::new(),
-                status: "ignored",
+                status: SignatureStatus::Ignored,
                 index: None,
                 reason: Some("the narinfo has no signature".into()),
             });
@@ -266,6 +307,10 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, (Reject
             store_path: info.store_path.to_string(),
             signatures: sigs,
         });
+    }
+    if entries.is_empty() {
+        let error = "no valid signature from a registered builder".to_owned();
+        return Err((Rejection::NoValidSignature, refusal(error, &results)));
     }
     Ok(Checked {
         results,
@@ -312,19 +357,11 @@ async fn submit<S: LogStore>(
     let ignored = results
         .iter()
         .flat_map(|r| &r.signatures)
-        .filter(|s| s.status == "ignored")
+        .filter(|s| s.status == SignatureStatus::Ignored)
         .count();
     metrics
         .signatures_ignored
         .fetch_add(ignored as u64, std::sync::atomic::Ordering::Relaxed);
-    if pending.is_empty() {
-        metrics.reject(Rejection::NoValidSignature);
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no valid signature from a registered builder".into(),
-            serde_json::to_value(&results).unwrap_or_default(),
-        ));
-    }
     let (positions, new): (Vec<(usize, usize)>, Vec<NewEntry>) = pending
         .into_iter()
         .map(|p| ((p.narinfo, p.signature), p.entry))
@@ -345,8 +382,8 @@ async fn submit<S: LogStore>(
     for ((n, s), outcome) in positions.into_iter().zip(outcomes) {
         let r = &mut results[n].signatures[s];
         let (status, index) = match outcome {
-            Sequenced::Logged(i) => ("logged", i),
-            Sequenced::Duplicate(i) => ("duplicate", i),
+            Sequenced::Logged(i) => (SignatureStatus::Logged, i),
+            Sequenced::Duplicate(i) => (SignatureStatus::Duplicate, i),
         };
         r.status = status;
         r.index = Some(index);
@@ -381,21 +418,24 @@ async fn tile<S: LogStore>(
     let tile =
         TilePath::parse(&format!("tile/{path}")).map_err(|e| ApiError::not_found(e.to_string()))?;
     let size = current(&state).checkpoint.size;
-    let end = tile.index * TILE_WIDTH + u64::from(tile.width);
     let available = match tile.kind {
         TileKind::Hashes { level } => hashes_at_tile_level(size, level),
         TileKind::Entries => size,
     };
-    if end > available {
-        return Err(ApiError::not_found(format!(
-            "tile {tile} is beyond the latest checkpoint (size {size})"
-        )));
-    }
+    let range = tile
+        .index_range()
+        .filter(|r| r.end <= available)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "tile {tile} is beyond the latest checkpoint (size {size})"
+            ))
+        })?;
+    let _permit = large_read(&state).await?;
     let store = Arc::clone(&state.store);
-    let body = blocking(move || match tile.kind {
-        TileKind::Hashes { .. } => Ok(store.read_hashes(&tile.nodes())?.concat()),
-        TileKind::Entries => {
-            let entries = store.entries(tile.entry_range())?;
+    let body = blocking(move || match tile.nodes() {
+        Some(nodes) => Ok(store.read_hashes(&nodes)?.concat()),
+        None => {
+            let entries = store.entries(range)?;
             encode_bundle(&entries).map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))
         }
     })
@@ -482,23 +522,9 @@ async fn consistency<S: LogStore>(
 
 // ---- entries and lookups -------------------------------------------------------------------
 
-fn entry_json(index: u64, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let e = Entry::decode(bytes)
-        .map_err(|err| ApiError::from(StoreError::Corrupt(format!("entry {index}: {err}"))))?;
-    Ok(json!({
-        "index": index,
-        "leaf_hash": B64.encode(merkle::leaf_hash(bytes)),
-        "kind": e.kind.as_str(),
-        "store_path": e.store_path.as_str(),
-        "nar_hash": e.nar_hash.to_nix32(),
-        "nar_size": e.nar_size,
-        "references": e.references,
-        "deriver": e.deriver,
-        "ca": e.ca,
-        "builder": e.builder.to_string(),
-        "signature": e.nix_signature().to_string(),
-        "entry": String::from_utf8_lossy(bytes),
-    }))
+fn logged_entry(index: u64, bytes: &[u8]) -> Result<LoggedEntry, ApiError> {
+    LoggedEntry::new(index, bytes)
+        .map_err(|err| ApiError::from(StoreError::Corrupt(format!("entry {index}: {err}"))))
 }
 
 async fn read_entry<S: LogStore>(state: &AppState<S>, index: u64) -> Result<Vec<u8>, ApiError> {
@@ -514,7 +540,7 @@ async fn entry<S: LogStore>(
     Path(index): Path<u64>,
 ) -> Result<Response, ApiError> {
     let bytes = read_entry(&state, index).await?;
-    Ok(Json(entry_json(index, &bytes)?).into_response())
+    Ok(Json(logged_entry(index, &bytes)?).into_response())
 }
 
 async fn tlog_proof<S: LogStore>(
@@ -553,9 +579,18 @@ async fn tlog_proof<S: LogStore>(
         .into_response())
 }
 
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// One page of a path's events: at most `limit` (and [`PATH_PAGE_MAX`]) events after index
+/// `after`, stopping early past [`PATH_PAGE_BYTES`] of entries, with a cursor when more follow.
 async fn path_events<S: LogStore>(
     State(state): State<Shared<S>>,
     Path(hash_part): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     if hash_part.len() != HASH_PART_LEN || !hash_part.bytes().all(|b| nix32::ALPHABET.contains(&b))
     {
@@ -563,59 +598,46 @@ async fn path_events<S: LogStore>(
             "a store path hash part is 32 nix32 characters",
         ));
     }
+    let limit = q.limit.unwrap_or(PATH_PAGE_DEFAULT);
+    if !(1..=PATH_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {PATH_PAGE_MAX}"
+        )));
+    }
+    let _permit = large_read(&state).await?;
     let store = Arc::clone(&state.store);
-    let (events, truncated) = blocking(move || {
-        let indexes = store.path_indexes(&hash_part)?;
-        let truncated = indexes.len() > MAX_PATH_EVENTS;
-        let mut events = Vec::new();
-        for i in indexes.into_iter().take(MAX_PATH_EVENTS) {
-            if let Some(bytes) = store.entries(i..i + 1)?.pop() {
-                let event = entry_json(i, &bytes)?;
-                // The path index is derived data; trust only entries that name the path.
-                let base = event["store_path"].as_str().unwrap_or_default();
-                if base
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|b| b.starts_with(&hash_part))
-                {
-                    events.push(event);
-                }
+    let page = blocking(move || {
+        let (indexes, mut more) = store.path_indexes(&hash_part, q.after, limit)?;
+        let (mut events, mut bytes_read, mut last_read) = (Vec::new(), 0, None);
+        for &i in &indexes {
+            if bytes_read >= PATH_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            last_read = Some(i);
+            let Some(bytes) = store.entries(i..i + 1)?.pop() else {
+                continue;
+            };
+            bytes_read += bytes.len();
+            let event = logged_entry(i, &bytes)?;
+            // The path index is derived data; trust only entries that name the path.
+            let base = event.store_path.rsplit('/').next().unwrap_or_default();
+            if base.starts_with(&hash_part) {
+                events.push(event);
             }
         }
-        Ok((events, truncated))
+        Ok((events, if more { last_read } else { None }))
     })
     .await?;
-    if events.is_empty() {
+    let (events, next) = page;
+    let Some(first) = events.first() else {
         return Err(ApiError::not_found("no logged event for that store path"));
-    }
-    // Which builders signed which NAR hash: agreement is one hash for every builder.
-    let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in &events {
-        let builders = by_hash
-            .entry(e["nar_hash"].as_str().unwrap_or_default().to_owned())
-            .or_default();
-        let b = e["builder"].as_str().unwrap_or_default().to_owned();
-        if !builders.contains(&b) {
-            builders.push(b);
-        }
-    }
-    let builder_count = {
-        let mut all: Vec<&String> = by_hash.values().flatten().collect();
-        all.sort();
-        all.dedup();
-        all.len()
     };
-    let summary = json!({
-        "builders": builder_count,
-        "nar_hashes": by_hash.iter().map(|(h, b)| json!({"nar_hash": h, "builders": b})).collect::<Vec<_>>(),
-        "agree": by_hash.len() == 1,
-    });
-    Ok(Json(json!({
-        "store_path": events[0]["store_path"],
-        "events": events,
-        "truncated": truncated,
-        "summary": summary,
-    }))
+    Ok(Json(PathPage {
+        store_path: first.store_path.clone(),
+        events,
+        next,
+    })
     .into_response())
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
+use reprolog_verifier::keyfile;
 use reprolog_verifier::nix::NixPublicKey;
 
 const TEMPLATE: &str = "\
@@ -43,23 +44,36 @@ impl Registry {
     }
 }
 
+/// What tells one version of the file from another: a write changes the modification time
+/// or length, a `chmod` the change time, a replacement by rename the inode.
+type Stamp = (SystemTime, i64, i64, u64, u64);
+
 /// The registry file and its current contents.
 pub struct Builders {
     path: PathBuf,
     current: RwLock<Arc<Registry>>,
-    stamp: Mutex<Option<(SystemTime, u64)>>,
+    /// The version of the file last read, whether it was accepted or not, so that a broken
+    /// file is reported once per change rather than at every look.
+    stamp: Mutex<Option<Stamp>>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    Some((
+        m.modified().ok()?,
+        m.ctime(),
+        m.ctime_nsec(),
+        m.len(),
+        m.ino(),
+    ))
 }
 
 impl Builders {
     /// Loads the file, creating it with a comment header if it does not exist.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.exists() {
-            std::fs::write(path, TEMPLATE)
+            keyfile::write_new(path, TEMPLATE, 0o644)
                 .with_context(|| format!("creating {}", path.display()))?;
         }
         let b = Builders {
@@ -78,9 +92,14 @@ impl Builders {
             .unwrap_or_default()
     }
 
-    /// Re-reads the file. On error the previous registry stays in force.
+    /// Re-reads the file. On error the previous registry stays in force. A file that others
+    /// may write to is refused: it decides who may append.
     pub fn reload(&self) -> Result<usize> {
         let before = stamp(&self.path);
+        if let Ok(mut s) = self.stamp.lock() {
+            *s = before;
+        }
+        keyfile::check_not_writable_by_others(&self.path)?;
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("reading {}", self.path.display()))?;
         let registry =
@@ -88,9 +107,6 @@ impl Builders {
         let n = registry.keys.len();
         if let Ok(mut cur) = self.current.write() {
             *cur = Arc::new(registry);
-        }
-        if let Ok(mut s) = self.stamp.lock() {
-            *s = before;
         }
         Ok(n)
     }
@@ -100,5 +116,39 @@ impl Builders {
         let now = stamp(&self.path);
         let changed = self.stamp.lock().map(|s| *s != now).unwrap_or(false);
         changed.then(|| self.reload())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &str = "builder-1:BqhvKVxd1hLVdYAs+GNDSchu8X4j6RPyHL6u1Z3XQqs=";
+
+    #[test]
+    fn a_broken_file_is_reported_once_per_change_and_the_old_list_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("builders");
+        std::fs::write(&path, format!("{KEY}\n")).unwrap();
+        let b = Builders::load(&path).unwrap();
+        assert_eq!(b.reload_if_changed().map(|r| r.is_ok()), None);
+
+        std::fs::write(&path, "not a key, longer than before\n").unwrap();
+        assert!(matches!(b.reload_if_changed(), Some(Err(_))));
+        assert!(
+            b.reload_if_changed().is_none(),
+            "reported again without a change"
+        );
+        assert_eq!(b.current().keys.len(), 1, "the old list stays in force");
+
+        // Writable by others: refused, since it decides who may append.
+        std::fs::write(&path, format!("{KEY}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = b.reload_if_changed().unwrap().unwrap_err();
+        assert!(format!("{err:#}").contains("lets others write"), "{err:#}");
+        assert!(b.reload_if_changed().is_none());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(b.reload_if_changed().unwrap().unwrap(), 1);
     }
 }

@@ -18,7 +18,10 @@ pub fn load_or_create(dir: &Path, origin: Option<&str>) -> Result<(SignerKey, bo
         }
         other => other.into(),
     })?;
-    std::fs::write(dir.join("log.vkey"), key.verifier_key().to_string() + "\n")
-        .context("writing log.vkey")?;
+    keyfile::replace_public(
+        &dir.join("log.vkey"),
+        &(key.verifier_key().to_string() + "\n"),
+    )
+    .context("writing log.vkey")?;
     Ok((key, created))
 }

@@ -1,7 +1,7 @@
 //! `reprolog-server`: the reprolog log server.
 //!
 //! It takes signed narinfos from registered builders, appends each signing event to a Merkle
-//! log stored in sled, and publishes C2SP checkpoints, tiles, proofs and lookups over HTTP.
+//! log in its embedded store, and publishes C2SP checkpoints, tiles, proofs and lookups over HTTP.
 
 mod api;
 mod builders;
@@ -101,8 +101,7 @@ fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating {}", args.data.display()))?;
+    reprolog_verifier::keyfile::prepare_data_dir(&args.data)?;
     let (key, created) = keys::load_or_create(&args.data, args.origin.as_deref())?;
     let builders_path = args.builders.unwrap_or_else(|| args.data.join("builders"));
     let builders = Arc::new(Builders::load(&builders_path)?);
@@ -110,6 +109,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         &args.data.join("store"),
         args.cache_mb << 20,
     )?);
+    let metrics = Arc::new(metrics::Metrics::default());
     let witnesses = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -120,12 +120,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 &key.verifier_key(),
                 Duration::from_millis(args.witness_timeout_ms),
                 args.wait_for_quorum,
+                Arc::clone(&metrics),
             )))
         }
         None => None,
     };
 
-    let metrics = Arc::new(metrics::Metrics::default());
     let published = {
         let (store, key) = (Arc::clone(&store), key.clone());
         tokio::task::spawn_blocking(move || publisher::resume(&*store, &key)).await??
@@ -161,6 +161,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         verifiers: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
+        large_reads: Arc::new(tokio::sync::Semaphore::new(api::CONCURRENT_LARGE_READS)),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

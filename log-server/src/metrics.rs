@@ -61,14 +61,16 @@ pub enum Rejection {
     ContentType,
     EntryTooLarge,
     NoValidSignature,
+    InvalidSignatures,
 }
 
-const REJECTIONS: [(Rejection, &str); 5] = [
+const REJECTIONS: [(Rejection, &str); 6] = [
     (Rejection::Malformed, "malformed"),
     (Rejection::BodyTooLarge, "body_too_large"),
     (Rejection::ContentType, "content_type"),
     (Rejection::EntryTooLarge, "entry_too_large"),
     (Rejection::NoValidSignature, "no_valid_signature"),
+    (Rejection::InvalidSignatures, "invalid_signatures"),
 ];
 
 pub struct Metrics {
@@ -78,7 +80,9 @@ pub struct Metrics {
     pub entries_duplicate: AtomicU64,
     pub signatures_ignored: AtomicU64,
     pub checkpoints_published: AtomicU64,
-    rejections: [AtomicU64; 5],
+    rejections: [AtomicU64; 6],
+    /// Witness answers whose cosignature did not verify over the log's own checkpoint.
+    pub cosignatures_refused: AtomicU64,
     pub batch_entries: Histogram,
     pub sequencing_seconds: Histogram,
     pub commit_seconds: Histogram,
@@ -98,6 +102,7 @@ impl Default for Metrics {
             signatures_ignored: AtomicU64::new(0),
             checkpoints_published: AtomicU64::new(0),
             rejections: Default::default(),
+            cosignatures_refused: AtomicU64::new(0),
             batch_entries: Histogram::new(SIZES),
             sequencing_seconds: Histogram::new(SECONDS),
             commit_seconds: Histogram::new(SECONDS),
@@ -154,6 +159,12 @@ impl Metrics {
             "counter",
             "Checkpoints signed and published.",
             &self.checkpoints_published,
+        );
+        scalar(
+            "reprolog_cosignatures_refused_total",
+            "counter",
+            "Witness answers dropped because no line verified over the log's checkpoint.",
+            &self.cosignatures_refused,
         );
         let name = "reprolog_rejections_total";
         let _ = writeln!(

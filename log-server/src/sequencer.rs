@@ -98,7 +98,7 @@ fn integrate<S: LogStore>(
         for e in s.entries.drain(..) {
             let known = match in_batch.get(&e.leaf) {
                 Some(i) => Some(*i),
-                None => store.find_entry(&e.hash_part, &e.leaf)?,
+                None => store.find_entry(&e.leaf)?,
             };
             these.push(match known {
                 Some(i) => Sequenced::Duplicate(i),

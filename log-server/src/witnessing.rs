@@ -2,9 +2,15 @@
 //! the log calls every witness in its policy at once, each with a timeout. A 409 tells the
 //! witness's size; the log then proves consistency from that size and asks again. A witness
 //! that is down or slow costs one timeout and is asked again at the next checkpoint.
+//!
+//! A witness's answer is untrusted: only a line by the witness's key that verifies over the
+//! log's own checkpoint text is attached. Anything else (a cosignature of other text, lines
+//! that would extend the note's text, other keys' lines) is dropped and counted, since one
+//! bad line by a key a client's policy lists would make that client refuse the checkpoint.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reprolog_verifier::checkpoint::Checkpoint;
@@ -13,6 +19,7 @@ use reprolog_verifier::note::{Note, NoteSignature, VerifierKey};
 use reprolog_verifier::policy::{Policy, PolicyLog, PolicyWitness};
 use reprolog_verifier::witness_request::AddCheckpoint;
 
+use crate::metrics::Metrics;
 use crate::storage::LogStore;
 
 /// The answers a witness may give that the log acts on.
@@ -29,6 +36,7 @@ pub struct Witnesses {
     /// Each witness's size as last learned, so most calls need no 409 round trip.
     sizes: Mutex<HashMap<String, u64>>,
     pub wait_for_quorum: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Witnesses {
@@ -37,6 +45,7 @@ impl Witnesses {
         log_key: &VerifierKey,
         timeout: Duration,
         wait_for_quorum: bool,
+        metrics: Arc<Metrics>,
     ) -> Self {
         policy.logs = vec![PolicyLog {
             key: log_key.clone(),
@@ -56,6 +65,7 @@ impl Witnesses {
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             sizes: Mutex::new(HashMap::new()),
             wait_for_quorum,
+            metrics,
         }
     }
 
@@ -159,20 +169,22 @@ impl Witnesses {
         };
         match self.agent.post(&url).send_string(&body) {
             Ok(r) => {
-                // The answer is signature lines: read them as a note over our text.
-                let lines = read(r)?;
-                let answered = Note::parse(format!("{}\n{lines}", note.text()).as_bytes())
-                    .map_err(|e| format!("bad cosignature answer: {e}"))?;
-                answered
-                    .verify(std::slice::from_ref(&w.key))
-                    .map_err(|e| format!("cosignature does not verify: {e}"))?;
-                answered
-                    .signatures()
-                    .iter()
-                    .find(|s| s.name == w.key.name() && s.key_id == w.key.key_id())
-                    .cloned()
-                    .map(Answer::Cosigned)
-                    .ok_or_else(|| "no cosignature by the witness's key".to_owned())
+                let answer = read(r)?;
+                let cosignature = answer
+                    .lines()
+                    .filter_map(|line| NoteSignature::parse_line(line).ok())
+                    .filter(|s| s.name == w.key.name() && s.key_id == w.key.key_id())
+                    .find(|s| w.key.verify(note.text(), &s.signature).is_ok());
+                cosignature.map(Answer::Cosigned).ok_or_else(|| {
+                    self.metrics
+                        .cosignatures_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    format!(
+                        "dropped an answer with no valid cosignature of this checkpoint by \
+                         the witness's key ({} bytes)",
+                        answer.len()
+                    )
+                })
             }
             Err(ureq::Error::Status(409, r)) => {
                 let text = read(r)?;

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 
+use crate::api::{LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX};
 use crate::merkle::{Hash, MAX_PROOF_HASHES};
+use crate::text::printable;
 
 /// The largest answer the client reads: a full entry bundle is at most 256 × 64 KiB.
 pub const MAX_RESPONSE_BYTES: u64 = 17 << 20;
 
+/// What went wrong talking to a log. Text from the server is made printable before it is
+/// kept here, so that showing an error can never write control characters to a terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{url}: {message}")]
@@ -54,12 +58,12 @@ impl LogClient {
         let response = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(status, r)) => {
-                let mut body = String::new();
-                let _ = r.into_reader().take(4096).read_to_string(&mut body);
+                let mut body = Vec::new();
+                let _ = r.into_reader().take(4096).read_to_end(&mut body);
                 return Err(ClientError::Status {
                     url: url.to_owned(),
                     status,
-                    body,
+                    body: printable(&String::from_utf8_lossy(&body)).into_owned(),
                 });
             }
             Err(e) => {
@@ -95,15 +99,20 @@ impl LogClient {
 
     /// GETs a JSON document under the base URL.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        self.get_typed(path)
+    }
+
+    /// GETs a JSON document under the base URL as one of the API's types.
+    pub fn get_typed<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let body = self.get(path)?;
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             url: format!("{}{path}", self.base),
-            message: e.to_string(),
+            message: printable(&e.to_string()).into_owned(),
         })
     }
 
     /// Submits narinfos (several separated by blank lines) and returns the server's answer.
-    pub fn submit_narinfos(&self, body: &str) -> Result<serde_json::Value, ClientError> {
+    pub fn submit_narinfos(&self, body: &str) -> Result<SubmitAnswer, ClientError> {
         let url = format!("{}/api/v1/narinfo", self.base);
         let result = self
             .agent
@@ -134,11 +143,42 @@ impl LogClient {
 }
 
 impl LogClient {
-    /// Every logged event for a store path hash part, or `None` when nothing is logged.
-    pub fn path_events(&self, hash_part: &str) -> Result<Option<serde_json::Value>, ClientError> {
-        match self.get_json(&format!("/api/v1/paths/{hash_part}")) {
-            Err(ClientError::Status { status: 404, .. }) => Ok(None),
-            other => other.map(Some),
+    /// Every logged event for a store path hash part, in index order, following the
+    /// lookup's pages to the end; empty when nothing is logged. The events are unverified.
+    pub fn path_events(&self, hash_part: &str) -> Result<Vec<LoggedEntry>, ClientError> {
+        let mut events: Vec<LoggedEntry> = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                None => format!("/api/v1/paths/{hash_part}?limit={PATH_PAGE_MAX}"),
+                Some(a) => format!("/api/v1/paths/{hash_part}?limit={PATH_PAGE_MAX}&after={a}"),
+            };
+            let page: PathPage = match self.get_typed(&path) {
+                Err(ClientError::Status { status: 404, .. }) if after.is_none() => {
+                    return Ok(events)
+                }
+                other => other?,
+            };
+            let bad = |message: &str| ClientError::BadResponse {
+                url: format!("{}{path}", self.base),
+                message: message.to_owned(),
+            };
+            // Indexes only go up, and the cursor moves forward: a log cannot loop a client.
+            let mut last = events.last().map(|e| e.index);
+            for e in &page.events {
+                if last.is_some_and(|l| e.index <= l) {
+                    return Err(bad("events are not in increasing index order"));
+                }
+                last = Some(e.index);
+            }
+            events.extend(page.events);
+            match page.next {
+                None => return Ok(events),
+                Some(next) if after.is_some_and(|a| next <= a) => {
+                    return Err(bad("the page cursor does not move forward"))
+                }
+                Some(next) => after = Some(next),
+            }
         }
     }
 

@@ -13,8 +13,10 @@ use crate::nix::store_path::check_base_name;
 use crate::nix::{NarInfo, NixPublicKey, NixSignature, StorePath};
 use crate::tiles::MAX_ENTRY_BYTES;
 
-/// The first line of every version-1 entry.
-pub const VERSION_LINE: &str = "reprolog-entry/v1";
+/// The first line of every entry of this version. Version 1 also carried the narinfo's
+/// unsigned `Deriver:` and `CA:` fields, which let anyone turn one signature into any number
+/// of entries; version 2 holds only what the builder signed (`spec/entry.md`).
+pub const VERSION_LINE: &str = "reprolog-entry/v2";
 
 /// What the builder claims by the signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,8 +54,6 @@ pub enum EntryError {
     KeyNameMismatch { sig: String, builder: String },
     #[error("signature does not verify under the builder key")]
     BadSignature,
-    #[error("CA field contains a control character")]
-    BadCa,
 }
 
 /// One signing event: builder key `builder` signed the output described here.
@@ -65,10 +65,6 @@ pub struct Entry {
     pub nar_size: u64,
     /// Base names.
     pub references: BTreeSet<String>,
-    /// Base name of the deriver, when the narinfo names one. Not covered by the signature.
-    pub deriver: Option<String>,
-    /// The narinfo's CA field. Not covered by the signature.
-    pub ca: Option<String>,
     pub builder: NixPublicKey,
     pub signature: [u8; 64],
 }
@@ -87,8 +83,6 @@ impl Entry {
             nar_hash: info.nar_hash,
             nar_size: info.nar_size,
             references: info.references.clone(),
-            deriver: info.deriver.clone(),
-            ca: info.ca.clone(),
             builder: builder.clone(),
             signature: sig.signature,
         };
@@ -159,12 +153,6 @@ impl Entry {
         for r in &self.references {
             let _ = writeln!(s, "reference {r}");
         }
-        if let Some(d) = &self.deriver {
-            let _ = writeln!(s, "deriver {d}");
-        }
-        if let Some(ca) = &self.ca {
-            let _ = writeln!(s, "ca {ca}");
-        }
         let _ = writeln!(s, "builder {}", self.builder);
         let _ = writeln!(s, "signature {}", B64.encode(self.signature));
         s
@@ -172,13 +160,6 @@ impl Entry {
 
     /// The canonical encoding, at most [`MAX_ENTRY_BYTES`].
     pub fn encode(&self) -> Result<Vec<u8>, EntryError> {
-        if self
-            .ca
-            .as_deref()
-            .is_some_and(|ca| ca.chars().any(char::is_control))
-        {
-            return Err(EntryError::BadCa);
-        }
         let bytes = self.lines().into_bytes();
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::TooLarge(bytes.len()));
@@ -198,6 +179,12 @@ impl Entry {
         let mut lines = EntryLines(body.split('\n').enumerate().peekable(), 0);
         let (_, version) = lines.0.next().ok_or_else(|| malformed(1, "empty entry"))?;
         lines.1 = 1;
+        if version == "reprolog-entry/v1" {
+            return Err(malformed(
+                1,
+                "version 1 entries (with unsigned deriver and CA fields) are no longer read",
+            ));
+        }
         if version != VERSION_LINE {
             return Err(malformed(1, "unknown entry version"));
         }
@@ -215,14 +202,6 @@ impl Entry {
             check_base_name(r).map_err(|e| malformed(n, &e.to_string()))?;
             references.insert(r.to_owned());
         }
-        let deriver = match lines.optional("deriver")? {
-            Some((n, d)) => {
-                check_base_name(d).map_err(|e| malformed(n, &e.to_string()))?;
-                Some(d.to_owned())
-            }
-            None => None,
-        };
-        let ca = lines.optional("ca")?.map(|(_, c)| c.to_owned());
         let (n, builder) = lines.field("builder")?;
         let builder = NixPublicKey::parse(builder).map_err(|e| malformed(n, &e.to_string()))?;
         let (n, sig) = lines.field("signature")?;
@@ -240,8 +219,6 @@ impl Entry {
             nar_hash,
             nar_size,
             references,
-            deriver,
-            ca,
             builder,
             signature,
         };

@@ -13,12 +13,15 @@
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
 //! - [`policy`]: C2SP tlog-policy trust policies and quorum checks;
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
+//! - [`text`]: untrusted text made safe to print;
+//! - [`api`]: the JSON bodies of the log's HTTP API, shared by server and clients;
 //! - `client` (feature `client`): a blocking HTTP client for log servers;
 //! - `keyfile` (feature `keyfile`): secret key files with mode 0600, for servers.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
 
+pub mod api;
 pub mod checkpoint;
 #[cfg(feature = "client")]
 pub mod client;
@@ -31,5 +34,6 @@ pub mod nix;
 pub mod note;
 pub mod policy;
 pub mod proof;
+pub mod text;
 pub mod tiles;
 pub mod witness_request;

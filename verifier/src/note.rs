@@ -310,6 +310,12 @@ impl NoteSignature {
         format!("{SIGNATURE_PREFIX}{} {}\n", self.name, B64.encode(bytes))
     }
 
+    /// Parses one signature line, without its newline, as it stands alone (for example in a
+    /// witness's answer).
+    pub fn parse_line(line: &str) -> Result<Self, NoteError> {
+        Self::parse(line, 1)
+    }
+
     /// Parses one signature line without its newline.
     fn parse(line: &str, line_no: usize) -> Result<Self, NoteError> {
         let malformed = |reason| NoteError::Malformed {

@@ -9,7 +9,10 @@
 //! ```
 //!
 //! Quorums count against the configured set: a witness that did not answer counts as one
-//! that did not cosign.
+//! that did not cosign. Each name may be a group member at most once in the whole policy
+//! (tlog-policy, "Defining a witness group": "Each defined name can be listed as a group member
+//! at most once"), so one witness's cosignature counts once towards any quorum: with
+//! `group G1 any A` and `group G2 2 A G1`, A alone would otherwise satisfy G2.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,6 +94,8 @@ pub struct TrustedCheckpoint {
 impl Policy {
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let mut p = Policy::default();
+        // Every name listed as a group member so far, with the group that lists it.
+        let mut member_of: BTreeMap<String, String> = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let bad = |reason: &str| PolicyError::Malformed {
@@ -161,6 +166,14 @@ impl Policy {
                     }
                     if let Some(m) = members.iter().find(|m| !p.defined(m)) {
                         return Err(bad(&format!("{m} is not defined on an earlier line")));
+                    }
+                    for m in &members {
+                        if let Some(group) = member_of.insert(m.clone(), name.to_owned()) {
+                            return Err(bad(&format!(
+                                "{m} is already a member of group {group}; a name may be a \
+                                 group member only once, so that one cosignature counts once"
+                            )));
+                        }
                     }
                     let threshold = match words[2] {
                         "all" => members.len(),
@@ -303,6 +316,11 @@ mod tests {
             (format!("witness A {w}\nwitness A {w}\n"), 2),
             ("quorum Z\n".to_owned(), 1),
             (format!("witness A {w}\ngroup G any A A\n"), 2),
+            // One witness inside and beside a subgroup would count twice.
+            (
+                format!("witness A {w}\ngroup G1 any A\ngroup G2 2 A G1\n"),
+                3,
+            ),
             (format!("log {w}\n"), 1),
             ("frobnicate\n".to_owned(), 1),
             (format!("witness A {w}\nquorum A\nquorum none\n"), 3),

@@ -124,20 +124,32 @@ impl TilePath {
         Ok(tile)
     }
 
-    /// The tree nodes a hash tile holds, in order. Empty for entry bundles.
-    pub fn nodes(&self) -> Vec<NodeId> {
-        match self.kind {
-            TileKind::Hashes { level } => (0..u64::from(self.width))
-                .map(|i| NodeId::new(level * TILE_HEIGHT, self.index * TILE_WIDTH + i))
-                .collect(),
-            TileKind::Entries => Vec::new(),
+    /// The indexes the tile holds at its tree level (entry indexes for a bundle), or `None`
+    /// when no tree of at most 2^64 − 1 entries has this tile: a level of 8 or more, or an
+    /// index whose entries would be numbered past 2^64. Checked so that a huge index in a
+    /// request can never wrap around to a small one.
+    pub fn index_range(&self) -> Option<std::ops::Range<u64>> {
+        if let TileKind::Hashes { level } = self.kind {
+            if u32::from(level) * u32::from(TILE_HEIGHT) >= 64 {
+                return None;
+            }
         }
+        let start = self.index.checked_mul(TILE_WIDTH)?;
+        Some(start..start.checked_add(u64::from(self.width))?)
     }
 
-    /// The entry indexes an entry bundle holds.
-    pub fn entry_range(&self) -> std::ops::Range<u64> {
-        let start = self.index * TILE_WIDTH;
-        start..start + u64::from(self.width)
+    /// The tree nodes a hash tile holds, in order; `None` for entry bundles and for tiles
+    /// beyond any tree (see [`TilePath::index_range`]).
+    pub fn nodes(&self) -> Option<Vec<NodeId>> {
+        match self.kind {
+            TileKind::Hashes { level } => {
+                // index_range refuses levels whose nodes would be at level 64 or more.
+                let range = self.index_range()?;
+                let node_level = level * TILE_HEIGHT;
+                Some(range.map(|i| NodeId::new(node_level, i)).collect())
+            }
+            TileKind::Entries => None,
+        }
     }
 }
 
@@ -242,6 +254,27 @@ mod tests {
             assert_eq!(t, TilePath { kind, index, width });
             assert_eq!(t.to_string(), path);
         }
+    }
+
+    #[test]
+    fn tiles_beyond_any_tree_have_no_range() {
+        let tile = |kind, index, width| TilePath { kind, index, width };
+        let level = |l| TileKind::Hashes { level: l };
+        let last_full = (u64::MAX - 255) / TILE_WIDTH;
+        assert_eq!(
+            tile(TileKind::Entries, last_full, 255).index_range(),
+            Some(last_full * 256..u64::MAX)
+        );
+        for index in [1 << 56, 1 << 63, u64::MAX, last_full + 1] {
+            for kind in [TileKind::Entries, level(0), level(7)] {
+                assert_eq!(tile(kind, index, 256).index_range(), None, "{index}");
+            }
+        }
+        // 2^56 × 256 wraps to 0 in 64 bits: it must not name tile 0.
+        assert_eq!(tile(level(0), 1 << 56, 1).nodes(), None);
+        assert_eq!(tile(level(8), 0, 1).index_range(), None);
+        assert_eq!(tile(level(63), 0, 1).nodes(), None);
+        assert_eq!(tile(level(7), 0, 2).nodes().unwrap()[1], NodeId::new(56, 1));
     }
 
     #[test]

@@ -205,8 +205,8 @@ fn base64_encode(b: &[u8]) -> String {
 
 fn spec_vector() -> (String, String) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors");
-    let entry = std::fs::read_to_string(dir.join("entry-v1.txt")).unwrap();
-    let leaf = std::fs::read_to_string(dir.join("entry-v1.leaf-hash")).unwrap();
+    let entry = std::fs::read_to_string(dir.join("entry-v2.txt")).unwrap();
+    let leaf = std::fs::read_to_string(dir.join("entry-v2.leaf-hash")).unwrap();
     (entry, leaf.trim().to_owned())
 }
 
@@ -297,4 +297,48 @@ fn entries_are_at_most_65535_bytes() {
         Entry::from_narinfo(&info, &other, &sig),
         Err(EntryError::KeyNameMismatch { .. })
     ));
+}
+
+#[test]
+fn unsigned_narinfo_fields_never_change_the_entry() {
+    let key = lix_key();
+    let (files, _) = lix_narinfos();
+    let text = &files.iter().find(|(n, _)| n.starts_with("0018")).unwrap().1;
+    let info = NarInfo::parse(text).unwrap();
+    let sig = NixSignature::parse(info.sigs.iter().next().unwrap()).unwrap();
+    let first = Entry::from_narinfo(&info, &key, &sig)
+        .unwrap()
+        .encode()
+        .unwrap();
+    // Every field Nix's signature does not cover, changed one at a time.
+    let deriver = "Deriver: zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-other.drv\n";
+    let variants = [
+        text.replace("CA: text:", "CA: fixed:r:"),
+        text.replace("CA: ", &format!("CA: {}", "x".repeat(64 << 10))),
+        format!("{text}{deriver}"),
+        format!("{text}System: evil-os\n"),
+        text.replace("URL: ", "URL: elsewhere/"),
+        text.replace("Compression: ", "Compression: x"),
+        format!("{text}X-Unknown: anything\n"),
+    ];
+    for variant in &variants {
+        let changed = NarInfo::parse(variant).unwrap();
+        assert_ne!(&changed, &info, "{variant}");
+        let again = Entry::from_narinfo(&changed, &key, &sig)
+            .unwrap()
+            .encode()
+            .unwrap();
+        assert_eq!(again, first, "{variant}");
+    }
+}
+
+#[test]
+fn version_1_entries_are_refused_with_the_reason() {
+    let (vector, _) = spec_vector();
+    let v1 = vector.replace("reprolog-entry/v2", "reprolog-entry/v1");
+    let err = Entry::decode(v1.as_bytes()).unwrap_err().to_string();
+    assert!(
+        err.contains("version 1") && err.contains("unsigned"),
+        "{err}"
+    );
 }

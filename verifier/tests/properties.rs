@@ -113,7 +113,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let (files, _) = common::lix_narinfos();
     seeds.extend(files.into_iter().map(|(_, t)| t.into_bytes()));
     let spec =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/entry-v1.txt");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/entry-v2.txt");
     seeds.push(std::fs::read(spec).unwrap());
     seeds.push(b"tile/entries/x001/234.p/7".to_vec());
     seeds

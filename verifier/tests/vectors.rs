@@ -124,13 +124,13 @@ fn c2sp_tiles_of_the_reference_tree() {
     let t = reference_tree(&v.leaves, 8);
     let tile = TilePath::parse("tile/0/000.p/8").unwrap();
     use merkle::HashReader;
-    let data: Vec<u8> = t.read_hashes(&tile.nodes()).unwrap().concat();
+    let data: Vec<u8> = t.read_hashes(&tile.nodes().unwrap()).unwrap().concat();
     assert_eq!(data.len(), 256);
     assert_eq!(hex::encode(Sha256::digest(&data)), v.tile_sha256);
 
     let bundle_path = TilePath::parse("tile/entries/000.p/8").unwrap();
     assert_eq!(bundle_path.kind, TileKind::Entries);
-    assert_eq!(bundle_path.entry_range(), 0..8);
+    assert_eq!(bundle_path.index_range(), Some(0..8));
     assert_eq!(encode_bundle(&v.leaves).unwrap(), v.bundle);
     let decoded = decode_bundle(&v.bundle).unwrap();
     assert_eq!(

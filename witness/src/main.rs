@@ -86,19 +86,19 @@ fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating {}", args.data.display()))?;
+    keyfile::prepare_data_dir(&args.data)?;
     let (key, created) =
         keyfile::load_or_create(&args.data.join("witness.key"), args.name.as_deref(), || {
             keyfile::random_name("localhost/reprolog-witness-")
         })?;
     let vkey = key.cosignature_verifier_key();
-    std::fs::write(args.data.join("witness.vkey"), format!("{vkey}\n"))?;
+    keyfile::replace_public(&args.data.join("witness.vkey"), &format!("{vkey}\n"))?;
     let policy_path = args.policy.unwrap_or_else(|| args.data.join("policy"));
     if !policy_path.exists() {
-        std::fs::write(
+        keyfile::write_new(
             &policy_path,
             "# Logs this witness cosigns: `log <verifier key> [url]` (C2SP tlog-policy).\n",
+            0o644,
         )?;
     }
     let policy_text = std::fs::read_to_string(&policy_path)
@@ -196,13 +196,16 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
             format!("unknown log {}", checkpoint.origin),
         );
     }
-    if let Err(e) = note.verify(&log_keys) {
-        let why = match e {
-            NoteError::NoKnownSignature => "no signature by the log's key".to_owned(),
-            other => other.to_string(),
-        };
-        return plain(StatusCode::FORBIDDEN, why);
-    }
+    let log_signed = match note.verify(&log_keys) {
+        Ok(verified) => verified,
+        Err(e) => {
+            let why = match e {
+                NoteError::NoKnownSignature => "no signature by the log's key".to_owned(),
+                other => other.to_string(),
+            };
+            return plain(StatusCode::FORBIDDEN, why);
+        }
+    };
     if req.old_size > checkpoint.size {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -219,6 +222,12 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
             return conflict(held);
         }
         if let Some(latest) = &expected {
+            // The checkpoint it already holds, sent again: its cosignature, with no write.
+            if req.old_size == checkpoint.size && latest.root == checkpoint.root {
+                if let Some(line) = own_cosignature(w, latest) {
+                    return plain(StatusCode::OK, line);
+                }
+            }
             if req.old_size == checkpoint.size && latest.root != checkpoint.root {
                 tracing::warn!(
                     "fork: {} at size {} has two roots",
@@ -258,7 +267,20 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let cosignature = cosign(&w.key, note.text(), now);
-        let mut cosigned = note.clone();
+        // Kept and served: the log's signature that verified and this cosignature, nothing
+        // else the request carried.
+        let Ok(mut cosigned) = Note::new(note.text()) else {
+            return plain(StatusCode::BAD_REQUEST, "checkpoint text is not a note");
+        };
+        for v in &log_signed {
+            if let Some(sig) = note
+                .signatures()
+                .iter()
+                .find(|s| s.name == v.key.name() && s.key_id == v.key.key_id())
+            {
+                cosigned.add_signature(sig.clone());
+            }
+        }
         cosigned.add_signature(cosignature.clone());
         let new = Latest {
             size: checkpoint.size,
@@ -272,6 +294,17 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
             Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
+}
+
+/// This witness's cosignature line in the checkpoint it holds.
+fn own_cosignature(w: &Witness, latest: &Latest) -> Option<String> {
+    let vkey = w.key.cosignature_verifier_key();
+    Note::parse(latest.note.as_bytes())
+        .ok()?
+        .signatures()
+        .iter()
+        .find(|s| s.name == vkey.name() && s.key_id == vkey.key_id())
+        .map(|s| s.to_line())
 }
 
 async fn latest_checkpoint(

@@ -4,7 +4,9 @@
 //! - `entries.data`: the entries, back to back;
 //! - `entries.idx`: for each entry, where it ends in `entries.data` (u64, little-endian);
 //! - `nodes`: every complete tree node (32 bytes), in [`post_order`] positions;
-//! - `paths.pages`, `paths.dir`: the [`path_index`] from store paths to their entries;
+//! - `paths.pages`, `paths.dir`: a [`hash_index`] from store paths to their entries;
+//! - `leaves.pages`, `leaves.dir`: a [`hash_index`] from leaf hashes to their entry, for the
+//!   duplicate check;
 //! - `index/`: a sled database holding the size, the latest checkpoint and per-builder counts.
 //!
 //! A batch is written at the end of the three files and `fdatasync`ed, and only then is the
@@ -27,7 +29,7 @@ use std::sync::{Mutex, RwLock};
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
 
-use super::path_index::{path_key, PathIndex, Record};
+use super::hash_index::{leaf_key, path_key, HashIndex, Record};
 use super::post_order::{node_count, position};
 use super::{AppendBatch, LogStore, StoreError};
 
@@ -48,7 +50,8 @@ pub struct EmbeddedStore {
     offsets: File,
     nodes: File,
     index: sled::Db,
-    paths: PathIndex,
+    paths: HashIndex,
+    leaves: HashIndex,
     /// Set when an append failed after its first write: appending stops, and a restart
     /// recovers from what is durable (and brings the path index up to date).
     failed: AtomicBool,
@@ -79,12 +82,15 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(arr))
 }
 
-fn open_file(path: &Path) -> Result<File, StoreError> {
+/// Opens (or creates) one of the store's files, never through a symbolic link.
+pub(super) fn open_file(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| io(&path.display().to_string(), e))
 }
@@ -138,7 +144,9 @@ impl EmbeddedStore {
             _ => read_offset(&offsets, size - 1)?,
         };
         cut_to(&data, data_end, "entries.data")?;
-        let (paths, indexed) = PathIndex::open(dir)?;
+        refuse_version_1(&data, &offsets, size)?;
+        let (paths, paths_indexed) = HashIndex::open(dir, "paths")?;
+        let (leaves, leaves_indexed) = HashIndex::open(dir, "leaves")?;
         let store = EmbeddedStore {
             dir: dir.to_path_buf(),
             data,
@@ -146,6 +154,7 @@ impl EmbeddedStore {
             nodes,
             index,
             paths,
+            leaves,
             failed: AtomicBool::new(false),
             upper: RwLock::new(Vec::new()),
             size: AtomicU64::new(size),
@@ -165,7 +174,7 @@ impl EmbeddedStore {
             })
             .collect::<Result<_, _>>()?;
         *store.upper.write().map_err(|_| poisoned())? = upper;
-        store.index_paths(indexed.min(size)..size)?;
+        store.index_entries(paths_indexed.min(size), leaves_indexed.min(size), size)?;
         Ok(store)
     }
 
@@ -207,22 +216,56 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Adds the entries in `range` to the path index.
-    fn index_paths(&self, range: Range<u64>) -> Result<(), StoreError> {
-        let mut at = range.start;
-        while at < range.end {
-            let chunk = self.entries(at..range.end.min(at + 4096))?;
+    /// Brings the path index up from entry `paths_from` and the leaf index up from
+    /// `leaves_from` to `size`.
+    fn index_entries(
+        &self,
+        paths_from: u64,
+        leaves_from: u64,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let mut at = paths_from.min(leaves_from);
+        while at < size {
+            let chunk = self.entries(at..size.min(at + 4096))?;
             for bytes in &chunk {
-                let entry = Entry::decode(bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("entry {at}: {e}")))?;
-                let key = path_key(entry.store_path.hash_part())?;
-                self.paths
-                    .insert(Record::new(key, at, &merkle::leaf_hash(bytes)))?;
+                let leaf = merkle::leaf_hash(bytes);
+                if at >= paths_from {
+                    let entry = Entry::decode(bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("entry {at}: {e}")))?;
+                    let key = path_key(entry.store_path.hash_part())?;
+                    self.paths.insert(Record::new(key, at, &leaf))?;
+                }
+                if at >= leaves_from {
+                    self.leaves
+                        .insert(Record::new(leaf_key(&leaf), at, &leaf))?;
+                }
                 at += 1;
             }
         }
-        self.paths.indexed_up_to(range.end)
+        self.paths.indexed_up_to(size)?;
+        self.leaves.indexed_up_to(size)
     }
+}
+
+/// Refuses a store whose entries are of version 1, which held unsigned narinfo fields: its
+/// entries cannot be served as version 2, and appending version 2 entries after them would
+/// make one log of two formats under the same origin.
+fn refuse_version_1(data: &File, offsets: &File, size: u64) -> Result<(), StoreError> {
+    if size == 0 {
+        return Ok(());
+    }
+    let first_end = read_offset(offsets, 0)?;
+    let mut head = vec![0u8; first_end.min(32) as usize];
+    data.read_exact_at(&mut head, 0)
+        .map_err(|e| io("entries.data", e))?;
+    if head.starts_with(b"reprolog-entry/v1\n") {
+        return Err(StoreError::Corrupt(
+            "this store holds version 1 entries, which carried unsigned narinfo fields and are \
+             no longer served; keep it with the old binary, or start a new log with a new origin"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn read_offset(offsets: &File, index: u64) -> Result<u64, StoreError> {
@@ -289,12 +332,10 @@ impl LogStore for EmbeddedStore {
         Ok(self.size.load(Ordering::Acquire))
     }
 
-    fn find_entry(&self, hash_part: &str, leaf: &Hash) -> Result<Option<u64>, StoreError> {
-        for record in self.paths.lookup(&path_key(hash_part)?)? {
-            // The record keeps 4 bytes of the leaf hash; the tree holds all of it.
-            if record.leaf_prefix == leaf[..4]
-                && self.read_hashes(&[NodeId::new(0, record.index)])?[0] == *leaf
-            {
+    fn find_entry(&self, leaf: &Hash) -> Result<Option<u64>, StoreError> {
+        for record in self.leaves.lookup(&leaf_key(leaf))? {
+            // The key is 20 bytes of the leaf hash; the tree holds all of it.
+            if self.read_hashes(&[NodeId::new(0, record.index)])?[0] == *leaf {
                 return Ok(Some(record.index));
             }
         }
@@ -328,10 +369,10 @@ impl LogStore for EmbeddedStore {
         for (i, e) in batch.entries.iter().enumerate() {
             data.extend_from_slice(&e.bytes);
             offsets.extend_from_slice(&(*data_end + data.len() as u64).to_le_bytes());
-            records.push(Record::new(
-                path_key(&e.hash_part)?,
-                start + i as u64,
-                &e.leaf,
+            let index = start + i as u64;
+            records.push((
+                Record::new(path_key(&e.hash_part)?, index, &e.leaf),
+                Record::new(leaf_key(&e.leaf), index, &e.leaf),
             ));
             *counts.entry(&e.builder).or_default() += 1;
         }
@@ -359,10 +400,12 @@ impl LogStore for EmbeddedStore {
             *data_end += added;
             self.size.store(end, Ordering::Release);
             self.remember_upper_levels(&batch.nodes)?;
-            records
-                .into_iter()
-                .try_for_each(|r| self.paths.insert(r))
-                .and_then(|()| self.paths.indexed_up_to(end))
+            for (by_path, by_leaf) in records {
+                self.paths.insert(by_path)?;
+                self.leaves.insert(by_leaf)?;
+            }
+            self.paths.indexed_up_to(end)?;
+            self.leaves.indexed_up_to(end)
         });
         if committed.is_err() {
             self.failed.store(true, Ordering::Release);
@@ -414,15 +457,13 @@ impl LogStore for EmbeddedStore {
         Ok(out)
     }
 
-    fn path_indexes(&self, hash_part: &str) -> Result<Vec<u64>, StoreError> {
-        let size = self.size.load(Ordering::Acquire);
-        Ok(self
-            .paths
-            .lookup(&path_key(hash_part)?)?
-            .into_iter()
-            .map(|r| r.index)
-            .filter(|i| *i < size)
-            .collect())
+    fn path_indexes(
+        &self,
+        hash_part: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), StoreError> {
+        self.paths.lookup_page(&path_key(hash_part)?, after, limit)
     }
 
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -458,9 +499,11 @@ impl LogStore for EmbeddedStore {
             "nodes",
             "paths.pages",
             "paths.dir",
+            "leaves.pages",
+            "leaves.dir",
         ] {
             let path = self.dir.join(name);
-            if name == "paths.dir" && !path.exists() {
+            if name.ends_with(".dir") && !path.exists() {
                 continue;
             }
             total += std::fs::metadata(&path)
@@ -534,8 +577,6 @@ mod tests {
             nar_hash: NixHash(sha2::Sha256::digest(i.to_be_bytes()).into()),
             nar_size: 1000 + i,
             references: Default::default(),
-            deriver: None,
-            ca: None,
             builder: builder.public_key(),
             signature: [0; 64],
         };
@@ -582,14 +623,18 @@ mod tests {
         if size > 5 {
             assert_eq!(store.entries(2..5).unwrap(), all[2..5]);
             let e = entry(4);
-            assert_eq!(store.find_entry(&e.hash_part, &e.leaf).unwrap(), Some(4));
-            assert_eq!(store.path_indexes(&e.hash_part).unwrap(), vec![3, 4, 5]);
+            assert_eq!(store.find_entry(&e.leaf).unwrap(), Some(4));
+            assert_eq!(
+                store.path_indexes(&e.hash_part, None, 10).unwrap(),
+                (vec![3, 4, 5], false)
+            );
+            assert_eq!(
+                store.path_indexes(&e.hash_part, Some(3), 1).unwrap(),
+                (vec![4], true)
+            );
         }
         let not_yet = entry(size);
-        assert_eq!(
-            store.find_entry(&not_yet.hash_part, &not_yet.leaf).unwrap(),
-            None
-        );
+        assert_eq!(store.find_entry(&not_yet.leaf).unwrap(), None);
         assert!(store.read_hashes(&[NodeId::new(0, size)]).is_err());
         let counts: u64 = store.builder_counts().unwrap().iter().map(|c| c.1).sum();
         assert_eq!(counts, size);

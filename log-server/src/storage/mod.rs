@@ -3,7 +3,7 @@
 //! implement the same trait.
 
 pub mod embedded;
-mod path_index;
+mod hash_index;
 mod post_order;
 
 use std::ops::Range;
@@ -46,15 +46,22 @@ pub struct AppendBatch {
 pub trait LogStore: HashReader<Error = StoreError> + Send + Sync + 'static {
     /// The number of entries durably stored.
     fn size(&self) -> Result<u64, StoreError>;
-    /// The index of the entry for this store path hash part with this leaf hash, if stored.
-    fn find_entry(&self, hash_part: &str, leaf: &Hash) -> Result<Option<u64>, StoreError>;
+    /// The index of the entry with this leaf hash, if stored. Its cost does not depend on how
+    /// many entries the entry's store path has.
+    fn find_entry(&self, leaf: &Hash) -> Result<Option<u64>, StoreError>;
     /// Appends a batch in one atomic, durable commit. Fails without writing anything if the
     /// log is not at `batch.start_size`.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
     /// The entries in `range`; stops early at the end of the log.
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// The indexes of the entries filed under a store path hash part, in order.
-    fn path_indexes(&self, hash_part: &str) -> Result<Vec<u64>, StoreError>;
+    /// The first `limit` indexes of the entries filed under a store path hash part after
+    /// index `after`, in order, and whether more follow. Memory is bounded by `limit`.
+    fn path_indexes(
+        &self,
+        hash_part: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), StoreError>;
     /// How many entries each builder key has signed.
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// The latest signed checkpoint note, if any.

@@ -11,7 +11,7 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 pub enum NixKeyError {
     #[error("expected name:base64")]
     NoName,
-    #[error("key name {0:?} contains white space")]
+    #[error("key name {0:?} contains white space or a control character")]
     BadName(String),
     #[error("{0} is not valid base64")]
     BadBase64(&'static str),
@@ -33,7 +33,7 @@ fn split<const N: usize>(s: &str, what: &'static str) -> Result<(String, [u8; N]
     if name.is_empty() {
         return Err(NixKeyError::NoName);
     }
-    if name.contains(char::is_whitespace) {
+    if name.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(NixKeyError::BadName(name.to_owned()));
     }
     let bytes = B64.decode(b64).map_err(|_| NixKeyError::BadBase64(what))?;

@@ -1,4 +1,9 @@
-//! Nix store paths: `<store dir>/<32 nix32 characters>-<name>`.
+//! Nix store paths: `<store dir>/<32 nix32 characters>-<name>`, by Nix's rules (`StorePath`
+//! and `checkName` in libstore's path.cc): a name is 1 to 211 characters of
+//! `[0-9a-zA-Z+-._?=]` and is not `.` or `..`, alone or before a dash. The store directory must
+//! be absolute and canonical (Nix canonicalises its own `store` setting); this parser refuses
+//! rather than canonicalises, so that every logged path has one spelling, and refuses control
+//! characters anywhere, so that no path can carry terminal escapes to whoever prints it.
 
 use std::fmt;
 
@@ -16,8 +21,10 @@ pub enum StorePathError {
     NotAStorePath,
     #[error("hash part must be 32 nix32 characters")]
     BadHashPart,
-    #[error("name must be 1 to 211 characters of A-Z a-z 0-9 + - . _ ? =")]
+    #[error("name must be 1 to 211 characters of A-Z a-z 0-9 + - . _ ? =, and not . or ..")]
     BadName,
+    #[error("store directory must be an absolute, canonical path without control characters")]
+    BadStoreDir,
 }
 
 /// A full store path, such as `/nix/store/0018nm…-name.drv`.
@@ -43,6 +50,23 @@ pub fn check_base_name(base: &str) -> Result<(), StorePathError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(valid) {
         return Err(StorePathError::BadName);
     }
+    let first_component = name.split('-').next().unwrap_or_default();
+    if first_component == "." || first_component == ".." {
+        return Err(StorePathError::BadName);
+    }
+    Ok(())
+}
+
+/// Checks a store directory: `/` followed by non-empty components, none `.` or `..`, no
+/// trailing slash, no control characters.
+fn check_store_dir(dir: &str) -> Result<(), StorePathError> {
+    let components = dir.strip_prefix('/').ok_or(StorePathError::BadStoreDir)?;
+    let canonical = components
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !canonical || dir.chars().any(char::is_control) {
+        return Err(StorePathError::BadStoreDir);
+    }
     Ok(())
 }
 
@@ -52,6 +76,7 @@ impl StorePath {
         if !path.starts_with('/') || slash == 0 {
             return Err(StorePathError::NotAStorePath);
         }
+        check_store_dir(&path[..slash])?;
         check_base_name(&path[slash + 1..])?;
         Ok(StorePath {
             path: path.to_owned(),
@@ -82,5 +107,68 @@ impl StorePath {
 impl fmt::Display for StorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "0018nm26ljlp20g9m22bj55ql9kz3klz";
+
+    #[test]
+    fn nix_rules_for_names_and_store_directories() {
+        for ok in [
+            "hello",
+            ".hello",
+            "..hello",
+            "a.-b",
+            "x?=+_",
+            &"n".repeat(211),
+        ] {
+            assert!(
+                StorePath::parse(&format!("/nix/store/{HASH}-{ok}")).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            ".",
+            "..",
+            ".-x",
+            "..-x",
+            "",
+            "a b",
+            "a/b",
+            "é",
+            &"n".repeat(212),
+        ] {
+            assert!(
+                check_base_name(&format!("{HASH}-{bad}")).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(StorePath::parse("/gnu/store/0018nm26ljlp20g9m22bj55ql9kz3klz-x").is_ok());
+        for dir in [
+            "/nix//store",
+            "/nix/./store",
+            "/nix/../store",
+            "/nix/store/",
+            "/nix/st\u{1b}[31more",
+            "/nix/\u{7f}",
+            "/nix/\u{9b}store",
+            "nix/store",
+        ] {
+            assert_eq!(
+                StorePath::parse(&format!("{dir}/{HASH}-x")),
+                Err(if dir.starts_with('/') {
+                    StorePathError::BadStoreDir
+                } else {
+                    StorePathError::NotAStorePath
+                }),
+                "{dir:?}"
+            );
+        }
+        // Hash parts use nix32, which has no e, o, u or t.
+        assert!(check_base_name("0018nm26ljlp20g9m22bj55ql9kz3kle-x").is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use reprolog_verifier::api::SignatureStatus;
 use reprolog_verifier::checkpoint::{Checkpoint, SignedCheckpoint};
 use reprolog_verifier::client::LogClient;
 use reprolog_verifier::merkle;
@@ -166,11 +167,11 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
                     let t = Instant::now();
                     let answer = client.submit_narinfos(body)?;
                     latencies.push(t.elapsed());
-                    logged += answer["narinfos"].as_array().map_or(0, |a| {
-                        a.iter()
-                            .filter(|n| n["signatures"][0]["status"] == "logged")
-                            .count()
-                    }) as u64;
+                    logged += answer
+                        .narinfos
+                        .iter()
+                        .filter(|n| n.signatures[0].status == SignatureStatus::Logged)
+                        .count() as u64;
                 }
                 Ok((latencies, logged))
             })
@@ -243,8 +244,8 @@ pub fn cosigned(
         let body = narinfo(&key, &run, i);
         let start = Instant::now();
         let answer = client.submit_narinfos(&body)?;
-        let index = answer["narinfos"][0]["signatures"][0]["index"]
-            .as_u64()
+        let index = answer.narinfos[0].signatures[0]
+            .index
             .context("the narinfo was not logged (is the key registered?)")?;
         to_index.push(start.elapsed());
         loop {

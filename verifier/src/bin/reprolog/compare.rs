@@ -114,18 +114,16 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             let hash_part = base
                 .get(..32)
                 .with_context(|| format!("{path} is not a store path"))?;
-            let events = client.path_events(hash_part)?;
-            for event in events
-                .iter()
-                .flat_map(|e| e["events"].as_array().into_iter().flatten())
-            {
-                let index = event["index"].as_u64().context("event without index")?;
+            for event in client.path_events(hash_part)? {
+                let index = event.index;
                 if index >= cp.size {
                     continue; // not in the checkpoint yet: nothing to prove it with
                 }
-                let text = event["entry"].as_str().context("event without entry")?;
-                let entry =
-                    Entry::decode(text.as_bytes()).with_context(|| format!("entry {index}"))?;
+                let text = event.entry.as_bytes();
+                let entry = Entry::decode(text).with_context(|| format!("entry {index}"))?;
+                if entry.store_path.hash_part() != hash_part {
+                    bail!("the log answered a lookup of {hash_part} with entry {index} of another path");
+                }
                 entry
                     .verify_signature()
                     .with_context(|| format!("entry {index}"))?;
@@ -134,7 +132,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     &proof,
                     index,
                     cp.size,
-                    &merkle::leaf_hash(text.as_bytes()),
+                    &merkle::leaf_hash(text),
                     &cp.root,
                 )
                 .with_context(|| {

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use reprolog_verifier::api::{ErrorAnswer, SignatureStatus, SubmitAnswer};
 use reprolog_verifier::client::{ClientError, LogClient};
 use reprolog_verifier::nix::NarInfo;
+use reprolog_verifier::text::printable;
 
 use crate::common::{read_limited, MAX_NARINFO_BYTES};
 
@@ -141,19 +143,12 @@ impl Progress {
 }
 
 /// Records what the log said of each signature of a batch.
-fn tally(answer: &serde_json::Value, counts: &mut Counts) {
-    let narinfos = answer["narinfos"]
-        .as_array()
-        .or(answer["results"].as_array());
-    for sig in narinfos
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n["signatures"].as_array().into_iter().flatten())
-    {
-        match sig["status"].as_str() {
-            Some("logged") => counts.logged += 1,
-            Some("duplicate") => counts.duplicate += 1,
-            _ => counts.ignored += 1,
+fn tally(answer: &SubmitAnswer, counts: &mut Counts) {
+    for sig in answer.narinfos.iter().flat_map(|n| &n.signatures) {
+        match sig.status {
+            SignatureStatus::Logged => counts.logged += 1,
+            SignatureStatus::Duplicate => counts.duplicate += 1,
+            SignatureStatus::Ignored => counts.ignored += 1,
         }
     }
 }
@@ -163,13 +158,14 @@ fn submit(client: &LogClient, batch: &[(String, String)], counts: &mut Counts) {
     let body: Vec<&str> = batch.iter().map(|(_, t)| t.as_str()).collect();
     match client.submit_narinfos(&body.join("\n")) {
         Ok(answer) => tally(&answer, counts),
+        // No signature of the batch could be logged: each is counted as ignored.
         Err(ClientError::Status {
             status: 422, body, ..
         }) if body.contains("no valid signature") => {
-            match serde_json::from_str::<serde_json::Value>(&body) {
-                Ok(v) => tally(&v, counts),
-                Err(_) => counts.ignored += batch.len() as u64,
-            }
+            counts.ignored += serde_json::from_str::<ErrorAnswer>(&body)
+                .ok()
+                .and_then(|a| a.signatures)
+                .unwrap_or(batch.len() as u64);
         }
         // A malformed narinfo refuses the whole batch: find it by sending them one by one.
         Err(_) if batch.len() > 1 => {
@@ -178,7 +174,7 @@ fn submit(client: &LogClient, batch: &[(String, String)], counts: &mut Counts) {
             }
         }
         Err(e) => {
-            eprintln!("\nfailed: {}: {e}", batch[0].0);
+            eprintln!("\nfailed: {}: {}", batch[0].0, printable(&e.to_string()));
             counts.failed += 1;
         }
     }
@@ -234,7 +230,7 @@ pub fn run(args: IngestArgs) -> Result<bool> {
                 }) {
                     Ok(text) => batch.push((item.clone(), text)),
                     Err(e) => {
-                        eprintln!("\nfailed: {e:#}");
+                        eprintln!("\nfailed: {}", printable(&format!("{e:#}")));
                         counts.failed += 1;
                     }
                 }

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use reprolog_verifier::client::LogClient;
 use reprolog_verifier::nix::{NixPublicKey, SignatureStatus};
 use reprolog_verifier::note;
+use reprolog_verifier::text::printable;
 
 #[derive(Parser)]
 #[command(
@@ -414,7 +415,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ok) => all_ok &= ok,
                     Err(e) => {
                         println!("{}: FAILED", file.display());
-                        eprintln!("error: {e:#}");
+                        eprintln!("error: {}", printable(&format!("{e:#}")));
                         all_ok = false;
                     }
                 }
@@ -432,7 +433,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ use reprolog_verifier::merkle;
 use reprolog_verifier::nix::NarInfo;
 use reprolog_verifier::policy::{Policy, TrustedCheckpoint};
 use reprolog_verifier::proof::TlogProof;
+use reprolog_verifier::text::printable;
 
 use crate::common::{load_policy, log_client, read_limited, read_narinfo};
 
@@ -69,23 +70,20 @@ pub fn verify(
         let info = match read_narinfo(path) {
             Ok(i) => i,
             Err(e) => {
-                println!("{}: FAILED: {e:#}", path.display());
+                println!(
+                    "{}: FAILED: {}",
+                    path.display(),
+                    printable(&format!("{e:#}"))
+                );
                 all_ok = false;
                 continue;
             }
         };
         let hash_part = info.store_path.hash_part().to_owned();
-        let events = client.path_events(&hash_part)?;
         let mut proven = Vec::new();
         let mut problems = Vec::new();
-        for event in events
-            .iter()
-            .flat_map(|e| e["events"].as_array().into_iter().flatten())
-        {
-            let (Some(index), Some(text)) = (event["index"].as_u64(), event["entry"].as_str())
-            else {
-                continue;
-            };
+        for event in client.path_events(&hash_part)? {
+            let (index, text) = (event.index, event.entry.as_str());
             // Only events that log one of this narinfo's signatures count, and each is proven.
             match Entry::decode(text.as_bytes()) {
                 Ok(e) if e.logs_signature_of(&info) => {}
@@ -105,7 +103,10 @@ pub fn verify(
                             .with_context(|| format!("{}", file.display()))?;
                     }
                 }
-                Err(e) => problems.push(format!("  UNPROVEN   index {index}: {e:#}")),
+                Err(e) => problems.push(format!(
+                    "  UNPROVEN   index {index}: {}",
+                    printable(&format!("{e:#}"))
+                )),
             }
         }
         let ok = !proven.is_empty() && problems.is_empty();
@@ -136,7 +137,7 @@ pub fn verify_receipt(policy: &Path, receipt: &Path, narinfo: &Path) -> Result<b
             Ok(true)
         }
         Err(e) => {
-            println!("FAILED: {e:#}");
+            println!("FAILED: {}", printable(&format!("{e:#}")));
             Ok(false)
         }
     }

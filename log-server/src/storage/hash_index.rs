@@ -1,5 +1,7 @@
-//! The path index: which entries each store path has, as an extendible hash table of 4 KiB
-//! pages in one file.
+//! A hash index from 20-byte keys to entry indexes, as an extendible hash table of 4 KiB
+//! pages in one file. The store keeps two: store path hashes to the entries of that path (for
+//! lookups by path), and leaf hashes to their entry (for the duplicate check, whose cost must
+//! not grow with a path's history: a path's records can fill many pages, a leaf has one).
 //!
 //! Why not sled: with random keys (store path hashes) sled's inserts cost 10 µs of CPU at 10^5
 //! keys and 60 µs at 4·10^6 with a bounded cache, and with a large cache its memory grows
@@ -7,10 +9,10 @@
 //! memory is the directory: four bytes per page of about 90 entries.
 //!
 //! Layout. A page is 128 slots of 32 bytes. Slot 0 is the header (local depth, next overflow
-//! page); the others hold records: the store path hash (20 bytes), the entry index plus one
-//! (8 bytes, 0 = empty slot), and the first 4 bytes of the leaf hash. Pages are found through a
-//! directory indexed by the top bits of a keyed hash of the store path hash; the key is secret
-//! so that submitters cannot pile paths into one bucket. Entries of one path share a bucket;
+//! page); the others hold records: the key (20 bytes), the entry index plus one (8 bytes,
+//! 0 = empty slot), and the first 4 bytes of the leaf hash. Pages are found through a
+//! directory indexed by the top bits of a keyed hash of the key; the hash key is secret so
+//! that submitters cannot pile paths into one bucket. Records of one key share a bucket;
 //! when more than a page of them share it, overflow pages are chained.
 //!
 //! Crash safety. The index is derived from the log, so it need not be durable with each
@@ -43,26 +45,36 @@ const KEY: usize = 20;
 pub const SYNC_EVERY: u64 = 1 << 18;
 const MAGIC: &[u8; 8] = b"RPLPIDX1";
 const MAX_DEPTH: u8 = 32;
+/// A chain longer than this is a loop in damaged pages; reading stops there.
+const MAX_CHAIN_PAGES: usize = 1 << 20;
 
-/// A store path hash, decoded from its 32 nix32 characters.
-pub type PathKey = [u8; KEY];
+/// A record's key: a store path hash, or the first 20 bytes of a leaf hash.
+pub type Key = [u8; KEY];
 
-pub fn path_key(hash_part: &str) -> Result<PathKey, StoreError> {
+/// The key of a store path hash part (its 32 nix32 characters, decoded).
+pub fn path_key(hash_part: &str) -> Result<Key, StoreError> {
     nix32::decode(hash_part, KEY)
         .and_then(|k| k.try_into().ok())
         .ok_or_else(|| StoreError::Corrupt(format!("{hash_part:?} is not a store path hash")))
 }
 
-/// One record: an entry of a store path.
+/// The key of a leaf hash.
+pub fn leaf_key(leaf: &Hash) -> Key {
+    let mut key = [0; KEY];
+    key.copy_from_slice(&leaf[..KEY]);
+    key
+}
+
+/// One record: an entry filed under a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
-    pub key: PathKey,
+    pub key: Key,
     pub index: u64,
     pub leaf_prefix: [u8; 4],
 }
 
 impl Record {
-    pub fn new(key: PathKey, index: u64, leaf: &Hash) -> Self {
+    pub fn new(key: Key, index: u64, leaf: &Hash) -> Self {
         let mut leaf_prefix = [0; 4];
         leaf_prefix.copy_from_slice(&leaf[..4]);
         Record {
@@ -151,7 +163,7 @@ impl Directory {
         }
     }
 
-    fn hash(&self, key: &PathKey) -> u64 {
+    fn hash(&self, key: &Key) -> u64 {
         let h = Sha256::new()
             .chain_update(self.secret)
             .chain_update(key)
@@ -206,7 +218,7 @@ impl Directory {
     }
 }
 
-pub struct PathIndex {
+pub struct HashIndex {
     pages: Arc<File>,
     dir_path: PathBuf,
     directory: Mutex<Directory>,
@@ -218,20 +230,20 @@ pub struct PathIndex {
 }
 
 fn io(what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Engine(format!("path index {what}: {e}"))
+    StoreError::Engine(format!("hash index {what}: {e}"))
 }
 
 fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Engine("the path index lock is poisoned".into())
+    StoreError::Engine("a hash index lock is poisoned".into())
 }
 
-impl PathIndex {
-    /// Opens the index in `dir` (files `paths.pages` and `paths.dir`). Returns the log size up
-    /// to which it is complete; the caller indexes the entries after it. An unreadable
-    /// directory starts the index afresh from size 0.
-    pub fn open(dir: &Path) -> Result<(Self, u64), StoreError> {
-        let pages_path = dir.join("paths.pages");
-        let dir_path = dir.join("paths.dir");
+impl HashIndex {
+    /// Opens the index named `stem` in `dir` (files `<stem>.pages` and `<stem>.dir`). Returns
+    /// the log size up to which it is complete; the caller indexes the entries after it. An
+    /// unreadable directory starts the index afresh from size 0.
+    pub fn open(dir: &Path, stem: &str) -> Result<(Self, u64), StoreError> {
+        let pages_path = dir.join(format!("{stem}.pages"));
+        let dir_path = dir.join(format!("{stem}.dir"));
         let saved = match std::fs::read(&dir_path) {
             Ok(bytes) => Directory::decode(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -239,17 +251,14 @@ impl PathIndex {
         };
         let fresh = saved.is_none();
         if fresh && dir_path.exists() {
-            tracing::warn!("the path index directory is damaged; rebuilding the index");
+            tracing::warn!("{} is damaged; rebuilding that index", dir_path.display());
         }
         let directory = saved.unwrap_or_else(Directory::fresh);
-        let pages = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(fresh)
-            .open(&pages_path)
-            .map_err(|e| io("pages", e))?;
-        let index = PathIndex {
+        let pages = super::embedded::open_file(&pages_path)?;
+        if fresh {
+            pages.set_len(0).map_err(|e| io("pages", e))?;
+        }
+        let index = HashIndex {
             pages: Arc::new(pages),
             dir_path,
             directory: Mutex::new(directory.clone()),
@@ -324,19 +333,17 @@ impl PathIndex {
             let p = self.read_page(page)?;
             let next = p.next();
             chain.push((page, p));
-            if next == 0 || chain.len() > 1 << 20 {
+            if next == 0 || chain.len() > MAX_CHAIN_PAGES {
                 return Ok(chain);
             }
             page = next;
         }
     }
 
-    /// Every record of a store path.
-    pub fn lookup(&self, key: &PathKey) -> Result<Vec<Record>, StoreError> {
-        let first = {
-            let d = self.directory.lock().map_err(poisoned)?;
-            d.buckets[d.bucket_of(d.hash(key))]
-        };
+    /// Every record of a key, in index order. For keys with few records (leaf hashes); a
+    /// store path's records are read a page at a time with [`HashIndex::lookup_page`].
+    pub fn lookup(&self, key: &Key) -> Result<Vec<Record>, StoreError> {
+        let first = self.bucket_head(key)?;
         let mut found: Vec<Record> = self
             .chain(first)?
             .into_iter()
@@ -350,6 +357,49 @@ impl PathIndex {
         found.sort_by_key(|r| r.index);
         found.dedup();
         Ok(found)
+    }
+
+    /// The first `limit` entry indexes of a key after `after`, in order, and whether more
+    /// follow. Memory is bounded by `limit` however many records the key has: the chain is
+    /// read a page at a time, keeping only the smallest indexes seen.
+    pub fn lookup_page(
+        &self,
+        key: &Key,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), StoreError> {
+        let mut page = self.bucket_head(key)?;
+        let mut smallest = std::collections::BTreeSet::new();
+        for _ in 0..=MAX_CHAIN_PAGES {
+            let p = self.read_page(page)?;
+            for r in p
+                .slots()
+                .filter(|s| s[..KEY] == key[..])
+                .filter_map(Record::decode)
+            {
+                if after.is_some_and(|a| r.index <= a) {
+                    continue;
+                }
+                smallest.insert(r.index);
+                if smallest.len() > limit + 1 {
+                    smallest.pop_last();
+                }
+            }
+            if p.next() == 0 {
+                break;
+            }
+            page = p.next();
+        }
+        // One more than the limit was kept (when there is one) to tell whether more follow.
+        let mut indexes: Vec<u64> = smallest.into_iter().collect();
+        let more = indexes.len() > limit;
+        indexes.truncate(limit);
+        Ok((indexes, more))
+    }
+
+    fn bucket_head(&self, key: &Key) -> Result<u32, StoreError> {
+        let d = self.directory.lock().map_err(poisoned)?;
+        Ok(d.buckets[d.bucket_of(d.hash(key))])
     }
 
     /// Adds a record. One writer at a time. Adding a record twice is harmless (lookups return
@@ -514,7 +564,16 @@ impl PathIndex {
 fn save(pages: &File, dir_path: &Path, snapshot: &Directory) -> Result<(), StoreError> {
     pages.sync_data().map_err(|e| io("pages", e))?;
     let tmp = dir_path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| io("directory", e))?;
+    // A file a crash left here is replaced; a symbolic link is removed, never followed.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("directory", e)),
+        _ => {}
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io("directory", e))?;
     f.write_all(&snapshot.encode())
         .and_then(|()| f.sync_all())
         .map_err(|e| io("directory", e))?;
@@ -532,7 +591,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn key(path: u64) -> PathKey {
+    fn key(path: u64) -> Key {
         let h = Sha256::digest(path.to_be_bytes());
         h[..KEY].try_into().unwrap()
     }
@@ -548,18 +607,33 @@ mod tests {
             .collect()
     }
 
-    fn check(index: &PathIndex, records: &[Record]) {
-        let mut model: BTreeMap<PathKey, Vec<Record>> = BTreeMap::new();
+    fn check(index: &HashIndex, records: &[Record]) {
+        let mut model: BTreeMap<Key, Vec<Record>> = BTreeMap::new();
         for r in records {
             model.entry(r.key).or_default().push(*r);
         }
         for (key, want) in model {
             assert_eq!(index.lookup(&key).unwrap(), want);
+            // Paging through the key in any page size gives the same records, in order.
+            let want: Vec<u64> = want.iter().map(|r| r.index).collect();
+            for limit in [1, 7, 1000] {
+                let (mut got, mut after) = (Vec::new(), None);
+                loop {
+                    let (page, more) = index.lookup_page(&key, after, limit).unwrap();
+                    assert!(page.len() <= limit);
+                    got.extend_from_slice(&page);
+                    after = page.last().copied();
+                    if !more {
+                        break;
+                    }
+                }
+                assert_eq!(got, want, "pages of {limit}");
+            }
         }
         assert!(index.lookup(&key(u64::MAX - 1)).unwrap().is_empty());
     }
 
-    fn insert_all(index: &PathIndex, records: &[Record]) {
+    fn insert_all(index: &HashIndex, records: &[Record]) {
         for r in records {
             index.insert(*r).unwrap();
         }
@@ -569,7 +643,7 @@ mod tests {
     fn lookups_match_a_model_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let records = workload(20_000);
-        let (index, indexed) = PathIndex::open(dir.path()).unwrap();
+        let (index, indexed) = HashIndex::open(dir.path(), "paths").unwrap();
         assert_eq!(indexed, 0);
         insert_all(&index, &records);
         check(&index, &records);
@@ -581,7 +655,7 @@ mod tests {
         index.save_now(20_000).unwrap();
         drop(index);
 
-        let (index, indexed) = PathIndex::open(dir.path()).unwrap();
+        let (index, indexed) = HashIndex::open(dir.path(), "paths").unwrap();
         assert_eq!(indexed, 20_000);
         check(&index, &records);
         // Inserting again changes nothing.
@@ -593,7 +667,7 @@ mod tests {
     fn a_crash_loses_only_what_is_indexed_again() {
         let dir = tempfile::tempdir().unwrap();
         let records = workload(12_000);
-        let (index, _) = PathIndex::open(dir.path()).unwrap();
+        let (index, _) = HashIndex::open(dir.path(), "paths").unwrap();
         insert_all(&index, &records[..5_000]);
         index.save_now(5_000).unwrap();
         // Then, unsaved: splits, overflow links and new pages; and a torn tail.
@@ -605,7 +679,7 @@ mod tests {
             .unwrap();
         std::io::Write::write_all(&mut &pages, &[0xab; 1000]).unwrap();
 
-        let (index, indexed) = PathIndex::open(dir.path()).unwrap();
+        let (index, indexed) = HashIndex::open(dir.path(), "paths").unwrap();
         assert_eq!(indexed, 5_000);
         for r in &records[..5_000] {
             assert!(index.lookup(&r.key).unwrap().contains(r));
@@ -618,7 +692,7 @@ mod tests {
     fn a_background_save_is_what_a_reopen_sees() {
         let dir = tempfile::tempdir().unwrap();
         let records = workload(3_000);
-        let (index, _) = PathIndex::open(dir.path()).unwrap();
+        let (index, _) = HashIndex::open(dir.path(), "paths").unwrap();
         insert_all(&index, &records);
         index.indexed_up_to(SYNC_EVERY - 1).unwrap();
         assert!(!index.saving.load(Ordering::Acquire), "too early to save");
@@ -627,7 +701,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         drop(index);
-        let (index, indexed) = PathIndex::open(dir.path()).unwrap();
+        let (index, indexed) = HashIndex::open(dir.path(), "paths").unwrap();
         assert_eq!(indexed, SYNC_EVERY);
         check(&index, &records);
     }
@@ -636,7 +710,7 @@ mod tests {
     fn a_damaged_directory_starts_the_index_afresh() {
         let dir = tempfile::tempdir().unwrap();
         let records = workload(2_000);
-        let (index, _) = PathIndex::open(dir.path()).unwrap();
+        let (index, _) = HashIndex::open(dir.path(), "paths").unwrap();
         insert_all(&index, &records);
         index.save_now(2_000).unwrap();
         drop(index);
@@ -645,7 +719,7 @@ mod tests {
         bytes[50] ^= 1;
         std::fs::write(&path, bytes).unwrap();
 
-        let (index, indexed) = PathIndex::open(dir.path()).unwrap();
+        let (index, indexed) = HashIndex::open(dir.path(), "paths").unwrap();
         assert_eq!(indexed, 0);
         assert!(index.lookup(&records[1].key).unwrap().is_empty());
         insert_all(&index, &records);
@@ -663,14 +737,14 @@ mod bench {
     #[ignore]
     fn bench_path_index() {
         let dir = tempfile::tempdir_in(".").unwrap();
-        let (index, _) = PathIndex::open(dir.path()).unwrap();
+        let (index, _) = HashIndex::open(dir.path(), "paths").unwrap();
         let leaf = [7u8; 32];
         let mut at = 0u64;
         for step in [100_000u64, 900_000, 1_000_000, 2_000_000] {
             let start = std::time::Instant::now();
             for _ in 0..step {
                 let h = Sha256::digest(at.to_be_bytes());
-                let key: PathKey = h[..KEY].try_into().unwrap();
+                let key: Key = h[..KEY].try_into().unwrap();
                 assert!(index.lookup(&key).unwrap().is_empty());
                 index.insert(Record::new(key, at, &leaf)).unwrap();
                 at += 1;

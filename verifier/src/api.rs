@@ -1,0 +1,145 @@
+//! The JSON bodies of the log's HTTP API (`spec/api.md`), as serde types that the server
+//! writes and clients read, so that a field renamed on one side fails to compile on the other.
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{Entry, EntryError};
+use crate::merkle;
+
+/// Events a path lookup returns when the client names no `limit`.
+pub const PATH_PAGE_DEFAULT: usize = 100;
+/// The most events one path lookup returns.
+pub const PATH_PAGE_MAX: usize = 1000;
+/// A path lookup stops adding events once their entries reach this many bytes (after at least
+/// one), so that a page of large entries stays small in memory and on the wire.
+pub const PATH_PAGE_BYTES: usize = 1 << 20;
+/// How many reasons a refused submission lists.
+pub const MAX_REFUSAL_REASONS: usize = 8;
+
+/// One logged entry, as `GET /api/v1/entries/{index}` and path lookups show it. `entry` is the
+/// exact entry text; the other fields are decoded from it for convenience, and a verifier
+/// decodes `entry` itself rather than trust them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEntry {
+    /// Its index in the log.
+    pub index: u64,
+    /// Base64 of its RFC 6962 leaf hash.
+    pub leaf_hash: String,
+    /// The kind of claim (`spec/entry.md`).
+    pub kind: String,
+    /// The full store path.
+    pub store_path: String,
+    /// `sha256:<nix32>`.
+    pub nar_hash: String,
+    /// The NAR's size in bytes.
+    pub nar_size: u64,
+    /// Base names, sorted.
+    pub references: Vec<String>,
+    /// The builder's Nix public key, `name:base64`.
+    pub builder: String,
+    /// The signature as a narinfo `Sig:` value.
+    pub signature: String,
+    /// The entry's exact bytes, as text.
+    pub entry: String,
+}
+
+impl LoggedEntry {
+    /// Describes entry `index` from its stored bytes.
+    pub fn new(index: u64, bytes: &[u8]) -> Result<Self, EntryError> {
+        let e = Entry::decode(bytes)?;
+        Ok(LoggedEntry {
+            index,
+            leaf_hash: B64.encode(merkle::leaf_hash(bytes)),
+            kind: e.kind.as_str().to_owned(),
+            store_path: e.store_path.to_string(),
+            nar_hash: e.nar_hash.to_nix32(),
+            nar_size: e.nar_size,
+            references: e.references.iter().cloned().collect(),
+            builder: e.builder.to_string(),
+            signature: e.nix_signature().to_string(),
+            // Decoding succeeded, so the bytes are UTF-8.
+            entry: String::from_utf8_lossy(bytes).into_owned(),
+        })
+    }
+}
+
+/// One page of a store path's events (`GET /api/v1/paths/{hash}?after=&limit=`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathPage {
+    /// The store path.
+    pub store_path: String,
+    /// Events in index order, all after the request's `after`.
+    pub events: Vec<LoggedEntry>,
+    /// Present when more events follow: ask again with `after` set to this index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+/// What became of one `Sig:` line of a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureStatus {
+    /// Appended at `index`.
+    Logged,
+    /// Already in the log, first at `index`.
+    Duplicate,
+    /// Not logged; `reason` says why.
+    Ignored,
+}
+
+/// One `Sig:` line's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureResult {
+    /// The key name the signature claims.
+    pub key: String,
+    /// What became of it.
+    pub status: SignatureStatus,
+    /// Its index, when logged or a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    /// Why it was ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One narinfo's results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NarinfoResult {
+    /// The narinfo's store path.
+    pub store_path: String,
+    /// One result per `Sig:` line.
+    pub signatures: Vec<SignatureResult>,
+}
+
+/// The answer to an accepted submission (`POST /api/v1/narinfo`, 200).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitAnswer {
+    /// One result per narinfo, in the body's order.
+    pub narinfos: Vec<NarinfoResult>,
+}
+
+/// A reason a signature was not logged, in a refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalReason {
+    /// The narinfo's store path.
+    pub store_path: String,
+    /// The key name the signature claims.
+    pub key: String,
+    /// Why it was not logged.
+    pub reason: String,
+}
+
+/// An error answer. A refused submission (422) also says how many signatures it held and the
+/// first [`MAX_REFUSAL_REASONS`] reasons, so that the answer stays small whatever was sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// What went wrong.
+    pub error: String,
+    /// For a refused submission: the signatures it held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<u64>,
+    /// For a refused submission: the first reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_reasons: Vec<RefusalReason>,
+}
