@@ -328,3 +328,12 @@ pub fn write_builders(data: &Path, keys: &[String]) {
     std::fs::create_dir_all(data).expect("data dir");
     std::fs::write(data.join("builders"), keys.join("\n") + "\n").expect("builders file");
 }
+
+/// POSTs a body with a content type; returns the status and the raw answer.
+pub fn post_raw(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    answer(
+        ureq::post(url)
+            .set("Content-Type", content_type)
+            .send_bytes(body),
+    )
+}

@@ -393,3 +393,62 @@ fn waiting_for_a_quorum_holds_checkpoints_back_but_not_sequencing() {
         "published without a quorum"
     );
 }
+
+/// The latest modification time of any file under `dir`.
+fn newest_write(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        let t = if meta.is_dir() {
+            newest_write(&entry.path())
+        } else {
+            meta.modified().unwrap()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+#[test]
+fn the_witness_keeps_only_the_logs_signature_and_answers_replays_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = TestLog::new("example.com/log-a", 1);
+    log.grow_to(10);
+    let w = witness_for(dir.path(), &[&log.key]);
+
+    // A request whose checkpoint carries, besides the log's signature, lines by other keys.
+    let mut req = AddCheckpoint::parse(log.request(0, 10).as_bytes()).unwrap();
+    let mut note = Note::parse(req.checkpoint.as_bytes()).unwrap();
+    note.sign(&SignerKey::from_seed("example.com/someone-else", [7; 32]).unwrap());
+    note.sign(&SignerKey::from_seed("junk", [8; 32]).unwrap());
+    req.checkpoint = note.encode();
+    let (status, _, first) = add(&w, &req.encode());
+    assert_eq!(status, 200, "{first}");
+
+    let hash: String = Sha256::digest(b"example.com/log-a")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (_, served) = get(&format!("{}/{hash}/checkpoint", w.url));
+    let served = Note::parse(&served).unwrap();
+    let names: Vec<&str> = served
+        .signatures()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["example.com/log-a", "example.com/witness"]);
+
+    // The same checkpoint again (old = its size): the same cosignature, and no write.
+    let mut replay = req.clone();
+    replay.old_size = 10;
+    replay.proof.clear();
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = newest_write(&dir.path().join("state"));
+    for _ in 0..50 {
+        let (status, _, again) = add(&w, &replay.encode());
+        assert_eq!((status, again.as_str()), (200, first.as_str()));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(newest_write(&dir.path().join("state")), before);
+}
