@@ -218,13 +218,23 @@ impl Directory {
     }
 }
 
+/// The end of a chain.
+struct Tail {
+    /// The last page, and how many records it holds.
+    page: u32,
+    fill: usize,
+    /// The keyed hash every record of the chain has, if they all have one; such a chain
+    /// cannot be split, so a full last page is followed by a new one without reading the rest.
+    sole_hash: Option<u64>,
+}
+
 pub struct HashIndex {
     pages: Arc<File>,
     dir_path: PathBuf,
     directory: Mutex<Directory>,
-    /// For chains written to since opening: the first page → the last page and how many
-    /// records it holds, so that most inserts write a slot without reading a page.
-    tails: Mutex<std::collections::HashMap<u32, (u32, usize)>>,
+    /// For chains written to since opening, by first page: where the next record goes, so
+    /// that most inserts write a slot without reading a page.
+    tails: Mutex<std::collections::HashMap<u32, Tail>>,
     /// Set while a save runs, so that saves never overlap.
     saving: Arc<AtomicBool>,
 }
@@ -411,9 +421,21 @@ impl HashIndex {
         let encoded = record.encode();
         loop {
             let head = d.buckets[d.bucket_of(hash)];
-            if let Some((tail, fill)) = tails.get_mut(&head).filter(|(_, f)| *f < SLOTS - 1) {
-                *fill += 1;
-                return self.write_slot(*tail, *fill, &encoded);
+            if let Some(tail) = tails.get_mut(&head) {
+                if tail.fill < SLOTS - 1 {
+                    tail.fill += 1;
+                    if tail.sole_hash != Some(hash) {
+                        tail.sole_hash = None;
+                    }
+                    return self.write_slot(tail.page, tail.fill, &encoded);
+                }
+                if tail.sole_hash == Some(hash) {
+                    // A crowded path's chain grows without being read again.
+                    let last = tail.page;
+                    let depth = self.read_page(head)?.depth();
+                    *tail = self.add_overflow_page(&mut d, last, depth, &record)?;
+                    return Ok(());
+                }
             }
             let chain = self.chain(head)?;
             if chain.iter().any(|(_, p)| p.slots().any(|s| s == encoded)) {
@@ -423,27 +445,53 @@ impl HashIndex {
                 Some((n, p)) => (*n, p),
                 None => return Err(StoreError::Corrupt("an empty page chain".into())),
             };
+            let records: Vec<Record> = chain.iter().flat_map(|(_, p)| p.records()).collect();
+            let all_one_path = records.iter().all(|r| d.hash(&r.key) == hash);
             if last_page.len() < SLOTS - 1 {
-                tails.insert(head, (last, last_page.len()));
+                tails.insert(
+                    head,
+                    Tail {
+                        page: last,
+                        fill: last_page.len(),
+                        sole_hash: all_one_path.then_some(hash),
+                    },
+                );
                 continue;
             }
             let depth = chain[0].1.depth();
-            let records: Vec<Record> = chain.iter().flat_map(|(_, p)| p.records()).collect();
-            let all_one_path = records.iter().all(|r| d.hash(&r.key) == hash);
             if all_one_path || depth >= MAX_DEPTH {
                 // Only another page helps: these records cannot be told apart by hash bits.
-                let new = d.pages;
-                d.pages += 1;
-                self.write_page(new, &encode_page(depth, &[record]))?;
-                tails.insert(head, (new, 1));
-                return self
-                    .pages
-                    .write_all_at(&new.to_le_bytes(), u64::from(last) * PAGE as u64 + 4)
-                    .map_err(|e| io("pages", e));
+                let mut tail = self.add_overflow_page(&mut d, last, depth, &record)?;
+                if !all_one_path {
+                    tail.sole_hash = None;
+                }
+                tails.insert(head, tail);
+                return Ok(());
             }
             tails.remove(&head);
             self.split(&mut d, hash, depth, &records)?;
         }
+    }
+
+    /// Starts a new page holding `record` and links it after page `last`.
+    fn add_overflow_page(
+        &self,
+        d: &mut Directory,
+        last: u32,
+        depth: u8,
+        record: &Record,
+    ) -> Result<Tail, StoreError> {
+        let new = d.pages;
+        d.pages += 1;
+        self.write_page(new, &encode_page(depth, &[*record]))?;
+        self.pages
+            .write_all_at(&new.to_le_bytes(), u64::from(last) * PAGE as u64 + 4)
+            .map_err(|e| io("pages", e))?;
+        Ok(Tail {
+            page: new,
+            fill: 1,
+            sole_hash: Some(d.hash(&record.key)),
+        })
     }
 
     fn write_slot(&self, page: u32, slot: usize, encoded: &[u8]) -> Result<(), StoreError> {
