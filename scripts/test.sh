@@ -17,4 +17,4 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo build (the end-to-end tests run the real binaries)"
 cargo build --workspace --all-features
 echo "== cargo test"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast

@@ -322,8 +322,8 @@ fn unsigned_narinfo_fields_never_change_the_entry() {
         format!("{text}X-Unknown: anything\n"),
     ];
     for variant in &variants {
+        assert_ne!(variant, text);
         let changed = NarInfo::parse(variant).unwrap();
-        assert_ne!(&changed, &info, "{variant}");
         let again = Entry::from_narinfo(&changed, &key, &sig)
             .unwrap()
             .encode()

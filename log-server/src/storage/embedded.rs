@@ -566,18 +566,23 @@ mod tests {
     use reprolog_verifier::nix::{nix32, NixSecretKey, StorePath};
     use sha2::Digest;
 
-    /// Entry `i`, a real encoded entry; three entries share each store path.
-    fn entry(i: u64) -> NewEntry {
-        let path_hash = sha2::Sha256::digest((i / 3).to_be_bytes());
-        let hash_part = nix32::encode(&path_hash[..20]);
-        let builder = NixSecretKey::from_seed(&format!("builder-{}", i % 2), [7; 32]);
+    /// A real encoded entry of the store path `/nix/store/<hash of path_seed>-<name>`, whose
+    /// NAR hash is the hash of `nar_seed`.
+    pub(super) fn new_entry(
+        path_seed: u64,
+        name: &str,
+        nar_seed: &[u8],
+        nar_size: u64,
+        builder: &str,
+    ) -> NewEntry {
+        let hash_part = nix32::encode(&sha2::Sha256::digest(path_seed.to_be_bytes())[..20]);
         let entry = Entry {
             kind: EntryKind::CacheSignature,
-            store_path: StorePath::parse(&format!("/nix/store/{hash_part}-e{i}")).unwrap(),
-            nar_hash: NixHash(sha2::Sha256::digest(i.to_be_bytes()).into()),
-            nar_size: 1000 + i,
+            store_path: StorePath::parse(&format!("/nix/store/{hash_part}-{name}")).unwrap(),
+            nar_hash: NixHash(sha2::Sha256::digest(nar_seed).into()),
+            nar_size,
             references: Default::default(),
-            builder: builder.public_key(),
+            builder: NixSecretKey::from_seed(builder, [7; 32]).public_key(),
             signature: [0; 64],
         };
         let bytes = entry.encode().unwrap();
@@ -587,6 +592,18 @@ mod tests {
             hash_part,
             builder: entry.builder.to_string(),
         }
+    }
+
+    /// Entry `i`; three entries share each store path.
+    fn entry(i: u64) -> NewEntry {
+        let builder = format!("builder-{}", i % 2);
+        new_entry(
+            i / 3,
+            &format!("e{i}"),
+            &i.to_be_bytes(),
+            1000 + i,
+            &builder,
+        )
     }
 
     fn batch(store: &EmbeddedStore, range: Range<u64>) -> AppendBatch {
@@ -767,31 +784,17 @@ mod tests {
 mod bench {
     use super::*;
     use crate::storage::NewEntry;
-    use reprolog_verifier::entry::EntryKind;
-    use reprolog_verifier::nix::narinfo::NixHash;
-    use reprolog_verifier::nix::{nix32, NixSecretKey, StorePath};
-    use sha2::Digest;
     use std::time::Instant;
 
     /// Event `i` of path `path`: a distinct NAR hash each time.
     fn event(path: u64, i: u64) -> NewEntry {
-        let hash_part = nix32::encode(&sha2::Sha256::digest(path.to_be_bytes())[..20]);
-        let entry = Entry {
-            kind: EntryKind::CacheSignature,
-            store_path: StorePath::parse(&format!("/nix/store/{hash_part}-bench")).unwrap(),
-            nar_hash: NixHash(sha2::Sha256::digest(format!("{path}/{i}")).into()),
-            nar_size: i,
-            references: Default::default(),
-            builder: NixSecretKey::from_seed("builder-1", [7; 32]).public_key(),
-            signature: [0; 64],
-        };
-        let bytes = entry.encode().unwrap();
-        NewEntry {
-            leaf: merkle::leaf_hash(&bytes),
-            bytes,
-            hash_part,
-            builder: entry.builder.to_string(),
-        }
+        super::tests::new_entry(
+            path,
+            "bench",
+            format!("{path}/{i}").as_bytes(),
+            i,
+            "builder-1",
+        )
     }
 
     /// Sequences `entries` as the sequencer does, in batches of 256; returns µs per entry.
