@@ -8,8 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-200} PORT=${PORT:-18500} LOAD_COUNT=${LOAD_COUNT:-1000000}
-cargo build --release -q -p reprolog-server -p reprolog-witness -p reprolog-verifier \
-  --features reprolog-verifier/cli
+cargo build --release -q -p reprolog-server -p reprolog-witness -p reprolog-cli
 dir=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-200000} ROUNDS=${ROUNDS:-1} BATCH=${BATCH:-256} CONCURRENCY=${CONCURRENCY:-4}
 PORT=${PORT:-18400} PROOFS_AT=${PROOFS_AT:-} PROOF_REQUESTS=${PROOF_REQUESTS:-200000}
-cargo build --release -q -p reprolog-server -p reprolog-verifier --features reprolog-verifier/cli
+cargo build --release -q -p reprolog-server -p reprolog-cli
 dir=${BENCH_DIR:-$(mktemp -d)}
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -z "${BENCH_DIR:-}" ] && rm -rf "$dir"' EXIT

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOGS=${LOGS:-8} REQUESTS=${REQUESTS:-20000} PORT=${PORT:-18401}
-cargo build --release -q -p reprolog-witness -p reprolog-verifier --features reprolog-verifier/cli
+cargo build --release -q -p reprolog-witness -p reprolog-cli
 dir=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT

@@ -3,6 +3,8 @@
 //! It takes signed narinfos from registered builders, appends each signing event to a Merkle
 //! log in its embedded store, and publishes C2SP checkpoints, tiles, proofs and lookups over HTTP.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod builders;
 mod keys;

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: the shared test data, real Nix (`nix-bin`) driven as a
 //! client offline and without a daemon, and the workspace's servers run as real processes.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -15,16 +15,15 @@
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
 //! - [`text`]: untrusted text made safe to print;
 //! - [`api`]: the JSON bodies of the log's HTTP API, shared by server and clients;
-//! - `client` (feature `client`): a blocking HTTP client for log servers;
 //! - `keyfile` (feature `keyfile`): secret key files with mode 0600, for servers.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod checkpoint;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod cosignature;
 pub mod entry;
 #[cfg(feature = "keyfile")]

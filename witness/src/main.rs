@@ -4,6 +4,8 @@
 //! consistent with the last one it cosigned for that origin, and it remembers that checkpoint
 //! across restarts. It witnesses any C2SP log listed in its policy file, not only reprolog.
 
+#![forbid(unsafe_code)]
+
 mod state;
 
 use std::net::SocketAddr;

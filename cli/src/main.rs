@@ -1,6 +1,9 @@
 //! `reprolog`: the command-line client of the reprolog transparency log.
 
+#![forbid(unsafe_code)]
+
 mod bench;
+mod client;
 mod common;
 mod compare;
 mod ingest;
@@ -11,9 +14,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::client::LogClient;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use reprolog_verifier::client::LogClient;
 use reprolog_verifier::nix::{NixPublicKey, SignatureStatus};
 use reprolog_verifier::note;
 use reprolog_verifier::text::printable;
@@ -105,8 +108,9 @@ enum Command {
     /// Checkpoints and trust policies.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
-    /// Load generators for benchmarks (docs/benchmarks.md).
-    #[command(subcommand)]
+    /// Load generators for benchmarks (docs/benchmarks.md); not a user's command, so hidden
+    /// from --help.
+    #[command(subcommand, hide = true)]
     Bench(BenchCommand),
 }
 

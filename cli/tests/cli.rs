@@ -1,5 +1,6 @@
 //! The `reprolog narinfo` commands, run as a real process.
 
+#[path = "../../verifier/tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};

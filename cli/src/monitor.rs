@@ -66,7 +66,7 @@ pub fn run(args: MonitorArgs) -> Result<()> {
 }
 
 fn step(
-    client: &reprolog_verifier::client::LogClient,
+    client: &crate::client::LogClient,
     policy: &reprolog_verifier::policy::Policy,
     state: &mut State,
 ) -> Result<()> {

@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::api::SignatureStatus;
 use reprolog_verifier::checkpoint::{Checkpoint, SignedCheckpoint};
-use reprolog_verifier::client::LogClient;
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::{nix32, NarInfo, NixPublicKey, NixSecretKey, NixSignature};
 use reprolog_verifier::note::{Note, SignerKey, VerifierKey};

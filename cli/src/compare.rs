@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::client::LogClient;
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, CompactRange};
 use reprolog_verifier::note::Note;

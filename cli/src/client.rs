@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 
-use crate::api::{LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX};
-use crate::merkle::{Hash, MAX_PROOF_HASHES};
-use crate::text::printable;
+use reprolog_verifier::api::{LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX};
+use reprolog_verifier::merkle::{Hash, MAX_PROOF_HASHES};
+use reprolog_verifier::text::printable;
 
 /// The largest answer the client reads: a full entry bundle is at most 256 × 64 KiB.
 pub const MAX_RESPONSE_BYTES: u64 = 17 << 20;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
-use reprolog_verifier::client::LogClient;
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, CompactRange};
 use reprolog_verifier::nix::NarInfo;

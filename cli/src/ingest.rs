@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::client::{ClientError, LogClient};
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::api::{ErrorAnswer, SignatureStatus, SubmitAnswer};
-use reprolog_verifier::client::{ClientError, LogClient};
 use reprolog_verifier::nix::NarInfo;
 use reprolog_verifier::text::printable;
 
