@@ -159,24 +159,15 @@ impl LogClient {
                 }
                 other => other?,
             };
-            let bad = |message: &str| ClientError::BadResponse {
-                url: format!("{}{path}", self.base),
-                message: message.to_owned(),
-            };
             // Indexes only go up, and the cursor moves forward: a log cannot loop a client.
-            let mut last = events.last().map(|e| e.index);
-            for e in &page.events {
-                if last.is_some_and(|l| e.index <= l) {
-                    return Err(bad("events are not in increasing index order"));
-                }
-                last = Some(e.index);
-            }
+            page.check_follows(after)
+                .map_err(|e| ClientError::BadResponse {
+                    url: format!("{}{path}", self.base),
+                    message: e.to_string(),
+                })?;
             events.extend(page.events);
             match page.next {
                 None => return Ok(events),
-                Some(next) if after.is_some_and(|a| next <= a) => {
-                    return Err(bad("the page cursor does not move forward"))
-                }
                 Some(next) => after = Some(next),
             }
         }

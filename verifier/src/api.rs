@@ -76,6 +76,37 @@ pub struct PathPage {
     pub next: Option<u64>,
 }
 
+/// Why a path lookup page cannot follow the pages before it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// An event's index is not above the one before it (or above `after`).
+    #[error("events are not in increasing index order")]
+    OutOfOrder,
+    /// The cursor does not move past the events of this page.
+    #[error("the page cursor does not move forward")]
+    CursorBack,
+}
+
+impl PathPage {
+    /// Checks that this page, asked for with `after`, follows a client's earlier pages: every
+    /// index above the last one seen and above `after`, and a cursor past them all. A client
+    /// that follows only checked pages cannot be made to loop, or to read an event twice.
+    pub fn check_follows(&self, after: Option<u64>) -> Result<(), PageError> {
+        let mut last = after;
+        for e in &self.events {
+            if last.is_some_and(|l| e.index <= l) {
+                return Err(PageError::OutOfOrder);
+            }
+            last = Some(e.index);
+        }
+        let forward = |next: u64| last.is_none_or(|l| next >= l) && after.is_none_or(|a| next > a);
+        match self.next {
+            Some(next) if !forward(next) => Err(PageError::CursorBack),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What became of one `Sig:` line of a submission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -142,4 +173,43 @@ pub struct ErrorAnswer {
     /// For a refused submission: the first reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub first_reasons: Vec<RefusalReason>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(indexes: &[u64], next: Option<u64>) -> PathPage {
+        let event = |index| LoggedEntry {
+            index,
+            leaf_hash: String::new(),
+            kind: String::new(),
+            store_path: String::new(),
+            nar_hash: String::new(),
+            nar_size: 0,
+            references: Vec::new(),
+            builder: String::new(),
+            signature: String::new(),
+            entry: String::new(),
+        };
+        PathPage {
+            store_path: String::new(),
+            events: indexes.iter().copied().map(event).collect(),
+            next,
+        }
+    }
+
+    #[test]
+    fn a_page_must_move_past_what_came_before() {
+        assert_eq!(page(&[1, 5, 9], Some(9)).check_follows(None), Ok(()));
+        assert_eq!(page(&[10, 12], None).check_follows(Some(9)), Ok(()));
+        assert_eq!(page(&[], Some(20)).check_follows(Some(9)), Ok(()));
+        let out_of_order = Err(PageError::OutOfOrder);
+        assert_eq!(page(&[5, 5], None).check_follows(None), out_of_order);
+        assert_eq!(page(&[5, 4], None).check_follows(None), out_of_order);
+        assert_eq!(page(&[9], None).check_follows(Some(9)), out_of_order);
+        let back = Err(PageError::CursorBack);
+        assert_eq!(page(&[10, 12], Some(11)).check_follows(Some(9)), back);
+        assert_eq!(page(&[], Some(9)).check_follows(Some(9)), back);
+    }
 }
