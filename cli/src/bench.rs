@@ -150,7 +150,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         .collect();
     println!("{} requests of up to {} narinfos", bodies.len(), args.batch);
 
-    let client = LogClient::new(&args.log);
+    let client = LogClient::new(&args.log)?;
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = cpu_seconds(&client);
@@ -237,7 +237,7 @@ pub fn cosigned(
     let policy_text = std::fs::read_to_string(policy_file)
         .with_context(|| format!("reading {}", policy_file.display()))?;
     let policy = reprolog_verifier::policy::Policy::parse(&policy_text).context("--policy")?;
-    let client = LogClient::new(log);
+    let client = LogClient::new(log)?;
     let run = format!("cosigned-{}-{:?}", std::process::id(), Instant::now());
     let (mut to_index, mut to_cosigned) = (Vec::new(), Vec::new());
     for i in 0..count {
@@ -281,7 +281,7 @@ pub fn cosigned(
 /// Requests random inclusion proofs against the latest checkpoint and verifies each.
 pub fn proofs(log: &str, log_key: &str, requests: u64, concurrency: usize) -> Result<()> {
     let key = VerifierKey::parse(log_key).context("--log-key")?;
-    let client = LogClient::new(log);
+    let client = LogClient::new(log)?;
     let cp = SignedCheckpoint::open(&client.checkpoint()?, &key, &[]).context("checkpoint")?;
     let size = cp.checkpoint.size;
     let root = cp.checkpoint.root;

@@ -4,10 +4,11 @@
 use std::io::Read;
 use std::time::Duration;
 
-use base64::{engine::general_purpose::STANDARD as B64, Engine};
-
-use reprolog_verifier::api::{LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX};
-use reprolog_verifier::merkle::{Hash, MAX_PROOF_HASHES};
+use reprolog_verifier::api::{
+    decode_proof, BuildersAnswer, ConsistencyProof, InclusionProof, LoggedEntry, PathPage,
+    SubmitAnswer, PATH_PAGE_MAX,
+};
+use reprolog_verifier::merkle::Hash;
 use reprolog_verifier::text::printable;
 
 /// The largest answer the client reads: a full entry bundle is at most 256 × 64 KiB.
@@ -17,6 +18,10 @@ pub const MAX_RESPONSE_BYTES: u64 = 17 << 20;
 /// kept here, so that showing an error can never write control characters to a terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The URL is not one a log can have.
+    #[error("{url:?} is not a log URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The log could not be reached, or the connection broke.
     #[error("{url}: {message}")]
     Transport { url: String, message: String },
     #[error("{url}: HTTP {status}: {body}")]
@@ -37,13 +42,25 @@ pub struct LogClient {
 }
 
 impl LogClient {
-    pub fn new(base_url: &str) -> Self {
-        LogClient {
+    /// A client for the log at `base_url`, which must be an `http://` or `https://` URL.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl {
+            url: printable(base_url).into_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = base_url
+            .strip_prefix("http://")
+            .or_else(|| base_url.strip_prefix("https://"))
+            .ok_or_else(|| bad("it needs a scheme, for example http://127.0.0.1:8400"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad("it names no host, for example http://127.0.0.1:8400"));
+        }
+        Ok(LogClient {
             base: base_url.trim_end_matches('/').to_owned(),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(60))
                 .build(),
-        }
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -66,10 +83,10 @@ impl LogClient {
                     body: printable(&String::from_utf8_lossy(&body)).into_owned(),
                 });
             }
-            Err(e) => {
+            Err(ureq::Error::Transport(t)) => {
                 return Err(ClientError::Transport {
                     url: url.to_owned(),
-                    message: e.to_string(),
+                    message: transport_message(&t),
                 })
             }
         };
@@ -95,11 +112,6 @@ impl LogClient {
     pub fn get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
         self.read(&url, self.agent.get(&url).call())
-    }
-
-    /// GETs a JSON document under the base URL.
-    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.get_typed(path)
     }
 
     /// GETs a JSON document under the base URL as one of the API's types.
@@ -134,8 +146,8 @@ impl LogClient {
     /// An inclusion proof, unverified.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ClientError> {
         let path = format!("/api/v1/proof/inclusion?index={index}&size={size}");
-        let v = self.get_json(&path)?;
-        parse_proof(&v["proof"]).ok_or_else(|| ClientError::BadResponse {
+        let answer: InclusionProof = self.get_typed(&path)?;
+        decode_proof(&answer.proof).ok_or_else(|| ClientError::BadResponse {
             url: format!("{}{path}", self.base),
             message: "proof is not a list of base64 hashes".into(),
         })
@@ -176,11 +188,21 @@ impl LogClient {
     /// A consistency proof, unverified.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ClientError> {
         let path = format!("/api/v1/proof/consistency?old={old}&new={new}");
-        let v = self.get_json(&path)?;
-        parse_proof(&v["proof"]).ok_or_else(|| ClientError::BadResponse {
+        let answer: ConsistencyProof = self.get_typed(&path)?;
+        decode_proof(&answer.proof).ok_or_else(|| ClientError::BadResponse {
             url: format!("{}{path}", self.base),
             message: "proof is not a list of base64 hashes".into(),
         })
+    }
+
+    /// The registered builders.
+    pub fn builders(&self) -> Result<BuildersAnswer, ClientError> {
+        self.get_typed("/api/v1/builders")
+    }
+
+    /// An entry as the log shows it, unverified.
+    pub fn entry(&self, index: u64) -> Result<LoggedEntry, ClientError> {
+        self.get_typed(&format!("/api/v1/entries/{index}"))
     }
 
     /// The C2SP tlog-proof receipt of an entry, unverified.
@@ -189,12 +211,31 @@ impl LogClient {
     }
 }
 
-fn parse_proof(v: &serde_json::Value) -> Option<Vec<Hash>> {
-    let list = v.as_array()?;
-    if list.len() > MAX_PROOF_HASHES {
-        return None;
+/// A failed request in words, without its URL.
+pub fn ureq_message(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(status, _) => format!("HTTP {status}"),
+        ureq::Error::Transport(t) => transport_message(t),
     }
-    list.iter()
-        .map(|h| B64.decode(h.as_str()?).ok()?.try_into().ok())
-        .collect()
+}
+
+/// A transport error in words, without the URL (ureq's own message repeats it, and the error
+/// names it once already).
+fn transport_message(t: &ureq::Transport) -> String {
+    let mut message = t.kind().to_string().to_lowercase();
+    if let Some(detail) = t.message() {
+        message = format!("{message}: {detail}");
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        message = format!("{message}: {source}");
+    }
+    printable(&message).into_owned()
+}
+
+impl ClientError {
+    /// Whether the log could not be reached at all (as opposed to answering badly): worth a
+    /// retry or two, not a retry per item.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Transport { .. })
+    }
 }

@@ -1,6 +1,8 @@
 //! What the log-facing commands share: policies, trusted checkpoints, and reading entries.
 
-use std::path::Path;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
@@ -39,6 +41,99 @@ pub fn load_policy(path: &Path) -> Result<Policy> {
     Policy::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
+/// Where a command keeps its state: `explicit` (`--state`), or `name` in
+/// `$XDG_STATE_HOME/reprolog/` (`~/.local/state/reprolog/` when unset), created private. The
+/// command says where, so that no file appears without a word.
+pub fn state_file(explicit: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let path = match explicit {
+        Some(p) => p,
+        None => {
+            let dir = xdg_dir("XDG_STATE_HOME", ".local/state")?.join("reprolog");
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+            dir.join(name)
+        }
+    };
+    eprintln!("state: {}", path.display());
+    Ok(path)
+}
+
+/// The policy file: `explicit` (`--policy`), or `$XDG_CONFIG_HOME/reprolog/policy`
+/// (`~/.config/reprolog/policy`) when that exists.
+pub fn policy_file(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let default = xdg_dir("XDG_CONFIG_HOME", ".config")?.join("reprolog/policy");
+    if default.exists() {
+        return Ok(default);
+    }
+    bail!(
+        "no --policy given and no {} (the policy file is described in spec/policy.md)",
+        default.display()
+    )
+}
+
+fn xdg_dir(var: &str, under_home: &str) -> Result<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => Ok(PathBuf::from(
+            std::env::var_os("HOME").context("neither $XDG_* nor $HOME is set")?,
+        )
+        .join(under_home)),
+    }
+}
+
+/// A progress line on stderr, shown only on a terminal and at most five times a second.
+pub struct Progress {
+    tty: bool,
+    what: &'static str,
+    start: Instant,
+    last: Instant,
+    total: u64,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, total: u64) -> Self {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            what,
+            start: Instant::now(),
+            last: Instant::now(),
+            total,
+        }
+    }
+
+    pub fn show(&mut self, done: u64) {
+        if !self.tty || (done < self.total && self.last.elapsed() < Duration::from_millis(200)) {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
+        let eta = self.total.saturating_sub(done) as f64 / rate.max(1e-3);
+        let filled = (30 * done).checked_div(self.total).unwrap_or(30).min(30) as usize;
+        eprint!(
+            "\r[{}{}] {done}/{} {}  {rate:.0}/s  ETA {eta:.0}s ",
+            "#".repeat(filled),
+            " ".repeat(30 - filled),
+            self.total,
+            self.what,
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    /// Ends the line, if one was drawn.
+    pub fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
 /// The log to talk to: `--log`, or the first policy log with a URL.
 pub fn log_client(log: Option<&str>, policy: Option<&Policy>) -> Result<LogClient> {
     let url = match log {
@@ -47,7 +142,16 @@ pub fn log_client(log: Option<&str>, policy: Option<&Policy>) -> Result<LogClien
             .and_then(|p| p.logs.iter().find_map(|l| l.url.clone()))
             .context("no --log given and no log URL in the policy")?,
     };
-    Ok(LogClient::new(&url))
+    Ok(LogClient::new(&url)?)
+}
+
+/// The witnesses that cosigned, in words.
+pub fn cosigners(names: &[String]) -> String {
+    if names.is_empty() {
+        "no witness".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Fetches the log's checkpoint and checks it against the policy.
@@ -71,7 +175,9 @@ pub fn read_entries(
 ) -> Result<()> {
     let from = range.size();
     let mut index = from;
+    let mut progress = Progress::new("entries", to.saturating_sub(from));
     while index < to {
+        progress.show(index - from);
         let tile = index / TILE_WIDTH;
         let width = (to - tile * TILE_WIDTH).min(TILE_WIDTH) as u16;
         let path = TilePath {
@@ -97,6 +203,10 @@ pub fn read_entries(
             each(n, &entry, bytes);
             index = n + 1;
         }
+    }
+    if to > from {
+        progress.show(to - from);
+        progress.finish();
     }
     Ok(())
 }

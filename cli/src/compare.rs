@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::checkpoint::Checkpoint;
+use reprolog_verifier::compare::{Claim, PathVerdict, Summary};
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, CompactRange};
+use reprolog_verifier::nix::nix32;
 use reprolog_verifier::note::Note;
-use serde_json::json;
+use reprolog_verifier::text::printable;
+use serde::Serialize;
 
 use crate::common::{load_policy, read_entries, trusted_checkpoint};
 
@@ -23,41 +26,19 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
-/// One builder's proven claim about a path.
-struct Claim {
-    builder: String,
-    nar_hash: String,
-    index: u64,
+/// What `compare --json` prints.
+#[derive(Serialize)]
+struct CompareReport<'a> {
+    /// The checkpoint every claim is proven in.
+    checkpoint_size: u64,
+    paths: &'a [PathVerdict],
+    summary: Summary,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Reproduced,
-    Unreproduced,
-    OneBuilder,
-}
-
-impl Verdict {
-    fn of(claims: &[Claim]) -> Self {
-        let hashes: BTreeSet<&str> = claims.iter().map(|c| c.nar_hash.as_str()).collect();
-        let builders: BTreeSet<&str> = claims.iter().map(|c| c.builder.as_str()).collect();
-        if hashes.len() > 1 {
-            Verdict::Unreproduced
-        } else if builders.len() > 1 {
-            Verdict::Reproduced
-        } else {
-            Verdict::OneBuilder
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Reproduced => "reproduced",
-            Verdict::Unreproduced => "unreproduced",
-            Verdict::OneBuilder => "built by one builder only",
-        }
-    }
-}
+/// Exit codes (also in `--help`).
+pub const EXIT_AGREE: i32 = 0;
+pub const EXIT_UNREPRODUCED: i32 = 2;
+pub const EXIT_NOT_LOGGED: i32 = 3;
 
 /// The checkpoint to prove claims against: trusted through the policy, or as the log serves it.
 fn checkpoint(client: &LogClient, args: &CompareArgs) -> Result<Checkpoint> {
@@ -81,7 +62,9 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             .is_none_or(|b| b.iter().any(|n| n == builder))
     };
     let mut by_path: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
+    let mut seen_builders: BTreeSet<String> = BTreeSet::new();
     let mut add = |entry: &Entry, index: u64| {
+        seen_builders.insert(entry.builder.name.clone());
         if wanted(&entry.builder.name) {
             by_path
                 .entry(entry.store_path.to_string())
@@ -110,10 +93,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             bail!("name store paths, or --all");
         }
         for path in &args.paths {
-            let base = path.rsplit('/').next().unwrap_or(path);
-            let hash_part = base
-                .get(..32)
-                .with_context(|| format!("{path} is not a store path"))?;
+            let hash_part = hash_part_of(path)?;
             for event in client.path_events(hash_part)? {
                 let index = event.index;
                 if index >= cp.size {
@@ -142,56 +122,97 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             }
         }
     }
-    report(&by_path, cp.size, args.json)
-}
-
-fn report(by_path: &BTreeMap<String, Vec<Claim>>, size: u64, json_out: bool) -> Result<i32> {
-    let verdicts: Vec<(&String, Verdict)> =
-        by_path.iter().map(|(p, c)| (p, Verdict::of(c))).collect();
-    let count = |v: Verdict| verdicts.iter().filter(|(_, x)| *x == v).count();
-    let (reproduced, unreproduced, single) = (
-        count(Verdict::Reproduced),
-        count(Verdict::Unreproduced),
-        count(Verdict::OneBuilder),
-    );
-    let compared = reproduced + unreproduced;
-    let rate = if compared == 0 {
-        None
-    } else {
-        Some(reproduced as f64 / compared as f64)
-    };
-    if json_out {
-        let paths: Vec<_> = verdicts
+    if let Some(names) = &args.builders {
+        let registered = client.builders()?;
+        let unknown: Vec<&String> = names
             .iter()
-            .map(|(p, v)| {
-                let claims: Vec<_> = by_path[*p]
-                    .iter()
-                    .map(
-                        |c| json!({"builder": c.builder, "nar_hash": c.nar_hash, "index": c.index}),
-                    )
-                    .collect();
-                json!({"store_path": p, "verdict": v.as_str(), "claims": claims})
+            .filter(|n| {
+                !seen_builders.contains(*n) && !registered.builders.iter().any(|b| &b.name == *n)
             })
             .collect();
-        let summary = json!({"checkpoint_size": size, "paths": verdicts.len(), "reproduced": reproduced,
-            "unreproduced": unreproduced, "one_builder": single, "reproducibility": rate});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"paths": paths, "summary": summary}))?
-        );
+        if !unknown.is_empty() {
+            let known: Vec<&str> = registered
+                .builders
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect();
+            bail!(
+                "no builder named {} is registered with the log or signed what was read \
+                 (registered: {})",
+                unknown
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    }
+    let mut verdicts: Vec<PathVerdict> = by_path
+        .into_iter()
+        .map(|(path, claims)| PathVerdict::new(path, claims))
+        .collect();
+    // A named path with no claim (by the builders asked for) is said, never left out.
+    for path in &args.paths {
+        let hash_part = hash_part_of(path)?;
+        if !verdicts
+            .iter()
+            .any(|v| hash_part_of(&v.store_path).ok() == Some(hash_part))
+        {
+            verdicts.push(PathVerdict::new(path.clone(), Vec::new()));
+        }
+    }
+    report(&verdicts, cp.size, args.json)
+}
+
+/// The hash part of a store path, or of a hash part given alone.
+pub fn hash_part_of(path: &str) -> Result<&str> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.get(..32)
+        .filter(|h| h.bytes().all(|b| nix32::ALPHABET.contains(&b)))
+        .filter(|_| base.len() == 32 || base.as_bytes().get(32) == Some(&b'-'))
+        .with_context(|| format!("{} is not a store path", printable(path)))
+}
+
+fn report(verdicts: &[PathVerdict], size: u64, json: bool) -> Result<i32> {
+    let summary = Summary::of(verdicts);
+    if json {
+        let out = CompareReport {
+            checkpoint_size: size,
+            paths: verdicts,
+            summary: summary.clone(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for (path, verdict) in &verdicts {
-            println!("{path}: {}", verdict.as_str());
-            for c in &by_path[*path] {
+        for v in verdicts {
+            println!("{}: {}", v.store_path, v.verdict);
+            for c in &v.claims {
                 println!("  {:<24} {}  (entry {})", c.builder, c.nar_hash, c.index);
             }
         }
-        let rate = rate.map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0));
+        let rate = summary
+            .reproducibility
+            .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0));
         println!(
-            "{} paths in checkpoint {size}: {reproduced} reproduced, {unreproduced} unreproduced, \
-             {single} built by one builder only; reproducibility {rate} of {compared} compared",
-            verdicts.len()
+            "{} paths in checkpoint {size}: {} reproduced, {} unreproduced, {} one-builder, \
+             {} not-logged; reproducibility {rate} of {} compared",
+            summary.paths,
+            summary.reproduced,
+            summary.unreproduced,
+            summary.one_builder,
+            summary.not_logged,
+            summary.reproduced + summary.unreproduced,
         );
     }
-    Ok(if unreproduced > 0 { 2 } else { 0 })
+    Ok(if summary.unreproduced > 0 {
+        EXIT_UNREPRODUCED
+    } else if summary.not_logged > 0 {
+        EXIT_NOT_LOGGED
+    } else {
+        EXIT_AGREE
+    })
 }

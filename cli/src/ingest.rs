@@ -1,17 +1,19 @@
 //! `reprolog ingest`: put an existing binary cache into the log.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::client::{ClientError, LogClient};
+use crate::client::{ureq_message, ClientError, LogClient};
 use anyhow::{bail, Context, Result};
-use reprolog_verifier::api::{ErrorAnswer, SignatureStatus, SubmitAnswer};
+use reprolog_verifier::api::{ErrorAnswer, RefusalReason, SignatureStatus, SubmitAnswer};
 use reprolog_verifier::nix::NarInfo;
 use reprolog_verifier::text::printable;
 
-use crate::common::{read_limited, MAX_NARINFO_BYTES};
+use serde::Serialize;
+
+use crate::common::{read_limited, state_file, Progress, MAX_NARINFO_BYTES};
 
 /// Narinfos per submission: at 64 a request the server spends about 10 µs more CPU an entry
 /// than at 256 (docs/benchmarks.md).
@@ -21,7 +23,8 @@ pub struct IngestArgs {
     pub log: String,
     pub sources: Vec<String>,
     pub paths: Option<PathBuf>,
-    pub state: PathBuf,
+    pub state: Option<PathBuf>,
+    pub json: bool,
 }
 
 /// Where narinfos come from.
@@ -57,7 +60,10 @@ impl Source {
             Source::Dir(dir) => read_limited(&dir.join(item), MAX_NARINFO_BYTES)?,
             Source::Http { base, .. } => {
                 let url = format!("{base}/{item}.narinfo");
-                let r = agent.get(&url).call().with_context(|| url.clone())?;
+                let r = agent
+                    .get(&url)
+                    .call()
+                    .map_err(|e| anyhow::anyhow!("{url}: {}", ureq_message(&e)))?;
                 let mut body = Vec::new();
                 r.into_reader()
                     .take(MAX_NARINFO_BYTES + 1)
@@ -93,12 +99,54 @@ fn read_hash_parts(file: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
-#[derive(Default)]
-struct Counts {
-    logged: u64,
-    duplicate: u64,
-    ignored: u64,
-    failed: u64,
+/// What an ingest run did, as `--json` prints it.
+#[derive(Default, Serialize)]
+pub struct IngestReport {
+    /// Signatures appended to the log.
+    pub logged: u64,
+    /// Signatures the log already had.
+    pub duplicate: u64,
+    /// Signatures the log did not take (unregistered key, invalid signature, none at all).
+    pub ignored: u64,
+    /// Narinfos that could not be read, parsed or submitted.
+    pub failed: u64,
+    /// Each ignored signature and why.
+    pub ignored_signatures: Vec<RefusalReason>,
+    /// What each failure was.
+    pub failures: Vec<String>,
+}
+
+impl IngestReport {
+    fn fail(&mut self, what: String) {
+        eprintln!("failed: {}", printable(&what));
+        self.failed += 1;
+        self.failures.push(printable(&what).into_owned());
+    }
+
+    fn print(&self, json: bool) -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        println!(
+            "logged {}, duplicate {}, ignored {}, failed {}",
+            self.logged, self.duplicate, self.ignored, self.failed
+        );
+        let mut by_reason: BTreeMap<&str, Vec<&RefusalReason>> = BTreeMap::new();
+        for r in &self.ignored_signatures {
+            by_reason.entry(&r.reason).or_default().push(r);
+        }
+        for (reason, sigs) in by_reason {
+            println!("  ignored {}: {}", sigs.len(), printable(reason));
+            for r in sigs.iter().take(3) {
+                println!("    {}", printable(&r.store_path));
+            }
+            if sigs.len() > 3 {
+                println!("    … and {} more (--json lists all)", sigs.len() - 3);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Resume points: how many items of each source were done, by source.
@@ -116,72 +164,82 @@ fn save_state(path: &Path, state: &BTreeMap<String, usize>) -> Result<()> {
     Ok(())
 }
 
-struct Progress {
-    tty: bool,
-    start: Instant,
-    last: Instant,
-    total: usize,
-}
-
-impl Progress {
-    fn show(&mut self, done: usize, force: bool) {
-        if !self.tty || (!force && self.last.elapsed() < Duration::from_millis(200)) {
-            return;
-        }
-        self.last = Instant::now();
-        let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
-        let eta = (self.total.saturating_sub(done)) as f64 / rate.max(1e-3);
-        let filled = (30 * done).checked_div(self.total).unwrap_or(30);
-        eprint!(
-            "\r[{}{}] {done}/{} narinfos  {rate:.0}/s  ETA {eta:.0}s ",
-            "#".repeat(filled),
-            " ".repeat(30 - filled),
-            self.total
-        );
-        let _ = std::io::stderr().flush();
-    }
-}
-
 /// Records what the log said of each signature of a batch.
-fn tally(answer: &SubmitAnswer, counts: &mut Counts) {
-    for sig in answer.narinfos.iter().flat_map(|n| &n.signatures) {
-        match sig.status {
-            SignatureStatus::Logged => counts.logged += 1,
-            SignatureStatus::Duplicate => counts.duplicate += 1,
-            SignatureStatus::Ignored => counts.ignored += 1,
+fn tally(answer: &SubmitAnswer, report: &mut IngestReport) {
+    for narinfo in &answer.narinfos {
+        for sig in &narinfo.signatures {
+            match sig.status {
+                SignatureStatus::Logged => report.logged += 1,
+                SignatureStatus::Duplicate => report.duplicate += 1,
+                SignatureStatus::Ignored => {
+                    report.ignored += 1;
+                    report.ignored_signatures.push(RefusalReason {
+                        store_path: narinfo.store_path.clone(),
+                        key: sig.key.clone(),
+                        reason: sig.reason.clone().unwrap_or_default(),
+                    });
+                }
+            }
         }
     }
 }
 
-/// Submits a batch; a refused batch is split to find the narinfo at fault.
-fn submit(client: &LogClient, batch: &[(String, String)], counts: &mut Counts) {
+/// How often a log that cannot be reached is tried before the run stops.
+const TRIES: u32 = 3;
+
+/// Submits a batch, retrying a log that cannot be reached a few times. A refused batch is
+/// split to find the narinfo at fault, or to learn every ignored signature's reason (a 422
+/// lists only the first few). Returns an error only when the log cannot be reached: there is
+/// no point going on.
+fn submit(client: &LogClient, batch: &[(String, String)], report: &mut IngestReport) -> Result<()> {
     let body: Vec<&str> = batch.iter().map(|(_, t)| t.as_str()).collect();
-    match client.submit_narinfos(&body.join("\n")) {
-        Ok(answer) => tally(&answer, counts),
-        // No signature of the batch could be logged: each is counted as ignored.
+    let body = body.join("\n");
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        match client.submit_narinfos(&body) {
+            Err(e) if e.is_unreachable() && tries < TRIES => {
+                std::thread::sleep(Duration::from_millis(500 << tries));
+            }
+            other => break other,
+        }
+    };
+    match result {
+        Ok(answer) => tally(&answer, report),
+        Err(e) if e.is_unreachable() => {
+            bail!("{e} (tried {TRIES} times); run again to resume")
+        }
         Err(ClientError::Status {
             status: 422, body, ..
         }) if body.contains("no valid signature") => {
-            counts.ignored += serde_json::from_str::<ErrorAnswer>(&body)
-                .ok()
-                .and_then(|a| a.signatures)
-                .unwrap_or(batch.len() as u64);
+            let answer = serde_json::from_str::<ErrorAnswer>(&body).ok();
+            let listed = answer.as_ref().map_or(0, |a| a.first_reasons.len() as u64);
+            match answer.filter(|a| a.signatures == Some(listed)) {
+                Some(a) => {
+                    report.ignored += listed;
+                    report.ignored_signatures.extend(a.first_reasons);
+                }
+                None if batch.len() > 1 => {
+                    let (left, right) = batch.split_at(batch.len() / 2);
+                    submit(client, left, report)?;
+                    submit(client, right, report)?;
+                }
+                None => report.fail(format!("{}: {body}", batch[0].0)),
+            }
         }
         // A malformed narinfo refuses the whole batch: find it by sending them one by one.
         Err(_) if batch.len() > 1 => {
             for one in batch {
-                submit(client, std::slice::from_ref(one), counts);
+                submit(client, std::slice::from_ref(one), report)?;
             }
         }
-        Err(e) => {
-            eprintln!("\nfailed: {}: {}", batch[0].0, printable(&e.to_string()));
-            counts.failed += 1;
-        }
+        Err(e) => report.fail(format!("{}: {e}", batch[0].0)),
     }
+    Ok(())
 }
 
 pub fn run(args: IngestArgs) -> Result<bool> {
-    let client = LogClient::new(&args.log);
+    let client = LogClient::new(&args.log)?;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(60))
         .build();
@@ -203,8 +261,9 @@ pub fn run(args: IngestArgs) -> Result<bool> {
         };
         sources.push((s.clone(), source));
     }
-    let mut state = load_state(&args.state);
-    let mut counts = Counts::default();
+    let state_path = state_file(args.state.clone(), "ingest.state")?;
+    let mut state = load_state(&state_path);
+    let mut report = IngestReport::default();
     for (name, source) in &sources {
         let items = source.items()?;
         let resume = state.get(name).copied().unwrap_or(0).min(items.len());
@@ -214,12 +273,7 @@ pub fn run(args: IngestArgs) -> Result<bool> {
                 items.len()
             );
         }
-        let mut progress = Progress {
-            tty: std::io::stderr().is_terminal(),
-            start: Instant::now(),
-            last: Instant::now(),
-            total: items.len(),
-        };
+        let mut progress = Progress::new("narinfos", items.len() as u64);
         let mut done = resume;
         for chunk in items[resume..].chunks(BATCH) {
             let mut batch = Vec::new();
@@ -229,31 +283,23 @@ pub fn run(args: IngestArgs) -> Result<bool> {
                     Ok(t)
                 }) {
                     Ok(text) => batch.push((item.clone(), text)),
-                    Err(e) => {
-                        eprintln!("\nfailed: {}", printable(&format!("{e:#}")));
-                        counts.failed += 1;
-                    }
+                    Err(e) => report.fail(format!("{e:#}")),
                 }
             }
             if !batch.is_empty() {
-                submit(&client, &batch, &mut counts);
+                submit(&client, &batch, &mut report)?;
             }
             done += chunk.len();
             state.insert(name.clone(), done);
-            save_state(&args.state, &state)?;
-            progress.show(done, false);
+            save_state(&state_path, &state)?;
+            progress.show(done as u64);
         }
-        progress.show(done, true);
-        if progress.tty {
-            eprintln!();
-        }
+        progress.show(items.len() as u64);
+        progress.finish();
         // Finished: a later run starts over (the log drops what it already has).
         state.remove(name);
-        save_state(&args.state, &state)?;
+        save_state(&state_path, &state)?;
     }
-    println!(
-        "logged {}, duplicate {}, ignored {}, failed {}",
-        counts.logged, counts.duplicate, counts.ignored, counts.failed
-    );
-    Ok(counts.failed == 0)
+    report.print(args.json)?;
+    Ok(report.failed == 0)
 }

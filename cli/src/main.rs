@@ -7,6 +7,7 @@ mod client;
 mod common;
 mod compare;
 mod ingest;
+mod lookup;
 mod monitor;
 mod verify;
 
@@ -21,15 +22,34 @@ use reprolog_verifier::nix::{NixPublicKey, SignatureStatus};
 use reprolog_verifier::note;
 use reprolog_verifier::text::printable;
 
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 a check failed or an error; 2 unreproduced (compare) or conflicts \
+(monitor --fail-on-conflict); 3 not in the log (verify, compare, path); 64 bad arguments.
+Every log-facing command takes --json for scripts. The policy file (C2SP tlog-policy) is \
+described in spec/policy.md; without --policy, $XDG_CONFIG_HOME/reprolog/policy is used.";
+
 #[derive(Parser)]
 #[command(
     name = "reprolog",
     version,
-    about = "Client for the reprolog log of Nix signing events"
+    about = "Client for the reprolog log of Nix signing events",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the log is and whom to trust, for commands that read the log.
+#[derive(clap::Args)]
+struct Trust {
+    /// The trust policy (C2SP tlog-policy, spec/policy.md): the log's key and URL, witnesses
+    /// and quorum. Default: $XDG_CONFIG_HOME/reprolog/policy.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// The log's base URL, e.g. http://127.0.0.1:8400. Default: the policy's log URL.
+    #[arg(long, value_name = "URL")]
+    log: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -38,76 +58,143 @@ enum Command {
     #[command(subcommand)]
     Narinfo(NarinfoCommand),
     /// Put binary caches into a log: every narinfo signature by a registered builder.
+    #[command(
+        after_help = "Example:\n  reprolog ingest --log http://127.0.0.1:8400 \
+        file:///srv/cache\n\nExit codes: 0 every narinfo submitted (ignored signatures are \
+        listed, not failures); 1 some narinfo failed, or the log is unreachable (after 3 \
+        tries; run again to resume)."
+    )]
     Ingest {
-        #[arg(long, default_value = "http://127.0.0.1:8400")]
+        /// The log's base URL.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8400")]
         log: String,
         /// `file:///path/to/cache`, or an `http(s)://` cache with --paths.
-        #[arg(required = true)]
+        #[arg(required = true, value_name = "CACHE")]
         sources: Vec<String>,
         /// Store paths (or hash parts) to fetch from HTTP caches, one a line.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         paths: Option<PathBuf>,
-        /// Where progress is kept, so an interrupted run resumes.
-        #[arg(long, default_value = "reprolog-ingest.state")]
-        state: PathBuf,
+        /// Where progress is kept, so that an interrupted run resumes.
+        /// Default: $XDG_STATE_HOME/reprolog/ingest.state.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Print the outcome as JSON, with every ignored signature and its reason.
+        #[arg(long)]
+        json: bool,
     },
     /// Prove narinfos are in the log: each needs a logged signature, proven by inclusion in a
-    /// checkpoint that satisfies the policy. Exits 0 only if every narinfo has one.
+    /// checkpoint that satisfies the policy.
+    #[command(after_help = "Example:\n  reprolog verify --policy policy \
+        cache/0018nm26ljlp20g9m22bj55ql9kz3klz.narinfo\n\nExit codes: 0 every narinfo \
+        proven; 1 a proof failed or an error; 3 a narinfo has no signature in the log.")]
     Verify {
-        #[arg(long)]
-        policy: PathBuf,
-        /// The log's base URL; default: the policy's log URL.
-        #[arg(long)]
-        log: Option<String>,
+        #[command(flatten)]
+        trust: Trust,
         /// Write a C2SP tlog-proof per proven signature into this directory.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         receipt: Option<PathBuf>,
-        #[arg(required = true)]
+        /// Print the verdicts as JSON.
+        #[arg(long)]
+        json: bool,
+        /// narinfo files.
+        #[arg(required = true, value_name = "NARINFO")]
         narinfos: Vec<PathBuf>,
     },
     /// Check a tlog-proof receipt for a narinfo offline.
+    #[command(after_help = "Example:\n  reprolog verify-receipt --policy policy \
+        receipts/0018…-41.tlog-proof 0018….narinfo\n\nExit codes: 0 proven; 1 not.")]
     VerifyReceipt {
-        #[arg(long)]
-        policy: PathBuf,
+        /// The trust policy (spec/policy.md). Default: $XDG_CONFIG_HOME/reprolog/policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The receipt, as `verify --receipt` writes it.
         receipt: PathBuf,
+        /// The narinfo it is for.
         narinfo: PathBuf,
     },
-    /// Compare builders: per store path, each builder's proven NAR hash and a verdict. Exits
-    /// 0 when everything compared agrees, 2 on any disagreement, 1 on error.
+    /// Compare builders: per store path, each builder's proven NAR hash and a verdict
+    /// (reproduced, unreproduced, one-builder, not-logged).
+    #[command(after_help = "Examples:\n  reprolog compare --policy policy \
+        /nix/store/…-hello\n  reprolog compare --policy policy --all --json\n\nExit codes: \
+        0 everything compared agrees; 2 some path is unreproduced; 3 some named path is not \
+        in the log; 1 an error (an unknown builder name is one).")]
     Compare {
-        #[arg(long)]
-        log: Option<String>,
-        #[arg(long)]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        trust: Trust,
         /// Only these builders (key names), comma-separated.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
         builders: Option<Vec<String>>,
-        /// Every path in the log.
+        /// Every path in the log (reads all entries through tiles).
         #[arg(long)]
         all: bool,
+        /// Print the verdicts and summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Store paths or their hash parts.
+        #[arg(value_name = "STORE_PATH")]
         paths: Vec<String>,
     },
-    /// Follow the log and check all of it; exits non-zero, saying what broke, on any
-    /// inconsistency.
+    /// Follow the log and check all of it: the policy, consistency with the last checkpoint
+    /// seen, every entry's signature, the tree; reports conflicting NAR hashes.
+    #[command(
+        after_help = "Example:\n  reprolog monitor --policy policy --once\n\nExit \
+        codes: 0 consistent; 1 a fork, rollback, bad entry or error (said in capitals); 2 \
+        conflicts found with --fail-on-conflict."
+    )]
     Monitor {
-        #[arg(long)]
-        log: Option<String>,
-        #[arg(long)]
-        policy: PathBuf,
-        #[arg(long, default_value = "reprolog-monitor.state")]
-        state: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+        /// What the monitor remembers (the tree's edge: a few hundred bytes, whatever the
+        /// log's size). Default: $XDG_STATE_HOME/reprolog/monitor-<log>.state.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
         /// Check once and exit.
         #[arg(long)]
         once: bool,
         /// Seconds between checks.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         interval: u64,
+        /// Exit 2 when a new entry's NAR hash conflicts with another for its path.
+        #[arg(long)]
+        fail_on_conflict: bool,
+        /// Print each check as a JSON line.
+        #[arg(long)]
+        json: bool,
     },
     /// Checkpoints and trust policies.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Look-ups in the log, each proven against a checkpoint the policy trusts.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Show one entry of the log, proven.
+    #[command(
+        after_help = "Example:\n  reprolog entry --policy policy 41\n\nExit codes: 0 \
+        shown and proven; 1 not proven, not in the checkpoint, or an error."
+    )]
+    Entry {
+        #[command(flatten)]
+        trust: Trust,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The entry's index.
+        index: u64,
+    },
+    /// Show a store path's history in the log, every event proven, with its verdict.
+    #[command(
+        after_help = "Example:\n  reprolog path --policy policy /nix/store/…-hello\n\n\
+        Exit codes: 0 shown and proven; 3 nothing logged for it; 1 an error."
+    )]
+    Path {
+        #[command(flatten)]
+        trust: Trust,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+        /// A store path or its hash part.
+        store_path: String,
+    },
     /// Load generators for benchmarks (docs/benchmarks.md); not a user's command, so hidden
     /// from --help.
     #[command(subcommand, hide = true)]
@@ -115,12 +202,36 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum LogCommand {
+    /// The log's latest checkpoint: origin, size, root and cosigners, verified against the
+    /// policy.
+    #[command(
+        after_help = "Example:\n  reprolog log info --policy policy\n\nExit codes: 0 \
+        the checkpoint satisfies the policy; 1 it does not, or an error."
+    )]
+    Info {
+        #[command(flatten)]
+        trust: Trust,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum CheckpointCommand {
     /// Check a checkpoint against a C2SP tlog-policy: a policy log's signature and a quorum of
-    /// valid witness cosignatures. Exits 0 when it holds, 1 otherwise, saying why.
+    /// valid witness cosignatures.
+    #[command(after_help = "Example:\n  reprolog checkpoint verify --policy policy \
+        http://127.0.0.1:8400\n\nExit codes: 0 it satisfies the policy; 1 it does not, \
+        saying why.")]
     Verify {
+        /// The trust policy (spec/policy.md). Default: $XDG_CONFIG_HOME/reprolog/policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Print the verdict as JSON.
         #[arg(long)]
-        policy: PathBuf,
+        json: bool,
         /// A log's base URL (its /checkpoint is fetched) or a checkpoint file.
         source: String,
     },
@@ -195,14 +306,25 @@ enum BenchCommand {
 #[derive(Subcommand)]
 enum NarinfoCommand {
     /// Print the exact bytes Nix signs for a narinfo, with no newline.
-    Fingerprint { file: PathBuf },
-    /// Check each narinfo's signatures. Exits 0 when every file has at least one valid
-    /// signature by a trusted key, 1 otherwise. A CA field never stands in for a signature.
+    #[command(after_help = "Example:\n  reprolog narinfo fingerprint \
+        0018nm26ljlp20g9m22bj55ql9kz3klz.narinfo")]
+    Fingerprint {
+        /// A narinfo file.
+        file: PathBuf,
+    },
+    /// Check each narinfo's signatures against trusted keys, as `nix store verify --sigs-needed
+    /// 1` would. A CA field never stands in for a signature.
+    #[command(
+        after_help = "Example:\n  reprolog narinfo verify --trusted-public-keys \
+        \"cache.lix.systems:aBnZUw8zA7H35Cz2RyKFVs3H4PlGTLawyY5KRbvJR8o=\" *.narinfo\n\n\
+        Exit codes: 0 every file has a valid signature by a trusted key; 1 otherwise."
+    )]
     Verify {
         /// Space-separated Nix public keys, `name:base64`, as in nix.conf.
         #[arg(long, value_name = "KEYS")]
         trusted_public_keys: String,
-        #[arg(required = true)]
+        /// narinfo files.
+        #[arg(required = true, value_name = "NARINFO")]
         files: Vec<PathBuf>,
     },
 }
@@ -234,7 +356,7 @@ fn verify_file(path: &Path, trusted: &[NixPublicKey]) -> Result<bool> {
 fn read_checkpoint(source: &str) -> Result<Vec<u8>> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let base = source.trim_end_matches('/').trim_end_matches("/checkpoint");
-        return Ok(LogClient::new(base).checkpoint()?);
+        return Ok(LogClient::new(base)?.checkpoint()?);
     }
     let len = std::fs::metadata(source)
         .with_context(|| source.to_owned())?
@@ -245,29 +367,60 @@ fn read_checkpoint(source: &str) -> Result<Vec<u8>> {
     std::fs::read(source).with_context(|| source.to_owned())
 }
 
-fn verify_checkpoint(policy: &Path, source: &str) -> Result<ExitCode> {
+/// What `checkpoint verify --json` and `log info --json` print.
+#[derive(serde::Serialize)]
+struct CheckpointReport {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
+    cosigned_by: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn verify_checkpoint(policy: &Path, bytes: &[u8], json: bool) -> Result<ExitCode> {
     let policy = common::load_policy(policy)?;
-    let bytes = read_checkpoint(source)?;
-    match policy.verify_checkpoint(&bytes) {
-        Ok(t) => {
-            let cp = &t.checkpoint;
-            println!("ok: {} at size {}", cp.origin, cp.size);
-            println!("  root         {}", base64_hash(&cp.root));
-            println!(
-                "  cosigned by  {}",
-                if t.cosigned_by.is_empty() {
-                    "nobody".into()
-                } else {
-                    t.cosigned_by.join(", ")
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            println!("FAILED: {e}");
-            Ok(ExitCode::FAILURE)
-        }
+    let report = match policy.verify_checkpoint(bytes) {
+        Ok(t) => CheckpointReport {
+            ok: true,
+            origin: Some(t.checkpoint.origin.clone()),
+            size: Some(t.checkpoint.size),
+            root: Some(base64_hash(&t.checkpoint.root)),
+            cosigned_by: t.cosigned_by.clone(),
+            error: None,
+        },
+        Err(e) => CheckpointReport {
+            ok: false,
+            origin: None,
+            size: None,
+            root: None,
+            cosigned_by: Vec::new(),
+            error: Some(printable(&e.to_string()).into_owned()),
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let (Some(origin), Some(size), Some(root)) =
+        (&report.origin, report.size, &report.root)
+    {
+        println!("ok: {origin} at size {size}");
+        println!("  root         {root}");
+        println!(
+            "  cosigned by  {}",
+            if report.cosigned_by.is_empty() {
+                "nobody".into()
+            } else {
+                report.cosigned_by.join(", ")
+            }
+        );
+    } else {
+        println!("FAILED: {}", report.error.as_deref().unwrap_or_default());
     }
+    Ok(exit(report.ok))
 }
 
 fn base64_hash(h: &[u8; 32]) -> String {
@@ -283,6 +436,10 @@ fn exit(ok: bool) -> ExitCode {
     }
 }
 
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(1))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest {
@@ -290,65 +447,96 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sources,
             paths,
             state,
+            json,
         } => Ok(exit(ingest::run(ingest::IngestArgs {
             log,
             sources,
             paths,
             state,
+            json,
         })?)),
         Command::Verify {
-            policy,
-            log,
+            trust,
             receipt,
+            json,
             narinfos,
-        } => Ok(exit(verify::verify(
-            &policy,
-            log.as_deref(),
+        } => Ok(code(verify::verify(
+            &common::policy_file(trust.policy)?,
+            trust.log.as_deref(),
             &narinfos,
             receipt.as_deref(),
+            json,
         )?)),
         Command::VerifyReceipt {
             policy,
             receipt,
             narinfo,
-        } => Ok(exit(verify::verify_receipt(&policy, &receipt, &narinfo)?)),
+        } => Ok(exit(verify::verify_receipt(
+            &common::policy_file(policy)?,
+            &receipt,
+            &narinfo,
+        )?)),
         Command::Compare {
-            log,
-            policy,
+            trust,
             builders,
             all,
             json,
             paths,
-        } => {
-            let code = compare::run(compare::CompareArgs {
-                log,
-                policy,
-                builders,
-                paths,
-                all,
-                json,
-            })?;
-            Ok(ExitCode::from(code as u8))
-        }
+        } => Ok(code(compare::run(compare::CompareArgs {
+            log: trust.log,
+            policy: trust.policy,
+            builders,
+            paths,
+            all,
+            json,
+        })?)),
         Command::Monitor {
-            log,
-            policy,
+            trust,
             state,
             once,
             interval,
-        } => {
-            monitor::run(monitor::MonitorArgs {
-                log,
-                policy,
-                state,
-                once,
-                interval: std::time::Duration::from_secs(interval),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            fail_on_conflict,
+            json,
+        } => Ok(code(monitor::run(monitor::MonitorArgs {
+            log: trust.log,
+            policy: common::policy_file(trust.policy)?,
+            state,
+            once,
+            interval: std::time::Duration::from_secs(interval),
+            fail_on_conflict,
+            json,
+        })?)),
+        Command::Checkpoint(CheckpointCommand::Verify {
+            policy,
+            json,
+            source,
+        }) => verify_checkpoint(
+            &common::policy_file(policy)?,
+            &read_checkpoint(&source)?,
+            json,
+        ),
+        Command::Log(LogCommand::Info { trust, json }) => {
+            let policy = common::policy_file(trust.policy)?;
+            let client =
+                common::log_client(trust.log.as_deref(), Some(&common::load_policy(&policy)?))?;
+            verify_checkpoint(&policy, &client.checkpoint()?, json)
         }
-        Command::Checkpoint(CheckpointCommand::Verify { policy, source }) => {
-            verify_checkpoint(&policy, &source)
-        }
+        Command::Entry { trust, json, index } => Ok(code(lookup::entry(
+            &common::policy_file(trust.policy)?,
+            trust.log.as_deref(),
+            index,
+            json,
+        )?)),
+        Command::Path {
+            trust,
+            json,
+            store_path,
+        } => Ok(code(lookup::path(
+            &common::policy_file(trust.policy)?,
+            trust.log.as_deref(),
+            &store_path,
+            json,
+        )?)),
         Command::Bench(BenchCommand::Ingest {
             log,
             key_file,
@@ -434,11 +622,80 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; bad arguments get their own code, apart from
+            // the verdicts (compare's 2 is "unreproduced").
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(64),
+            };
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command a user sees, with its path of names.
+    fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        if cmd.is_hide_set() {
+            return;
+        }
+        let subs: Vec<&clap::Command> = cmd
+            .get_subcommands()
+            .filter(|c| c.get_name() != "help")
+            .collect();
+        if subs.is_empty() {
+            out.push((path.clone(), cmd.clone()));
+        }
+        for sub in subs {
+            leaves(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_help_and_every_command_an_example_and_exit_codes() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut commands = Vec::new();
+        leaves(&cli, "reprolog".into(), &mut commands);
+        assert_eq!(commands.len(), 11, "the commands changed: check this test still sees them all");
+        for (path, cmd) in &commands {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path}: argument {id} has no help text"
+                );
+            }
+            let after = cmd
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(after.contains("Example"), "{path}: no example in its help");
+            if *path != "reprolog narinfo fingerprint" {
+                assert!(
+                    after.contains("Exit codes"),
+                    "{path}: no exit codes in its help"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,11 @@
 //! `reprolog monitor`: follow the whole log through its tiles and check everything: the
 //! checkpoint against the policy, consistency with the last checkpoint seen, every entry's
 //! builder signature, and the tree hash. It reports new entries and conflicting NAR hashes.
+//!
+//! Its state is what it needs to detect a fork: the origin, the size and the tree's right
+//! edge (at most 64 hashes), whatever the log's size. Conflicts of a new entry with earlier
+//! ones are found by looking its path up in the log, once per path per check, and an earlier
+//! entry is reported only once proven in the checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,14 +16,46 @@ use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use reprolog_verifier::merkle::{self, CompactRange, Hash};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{load_policy, log_client, read_entries, trusted_checkpoint};
+use reprolog_verifier::checkpoint::Checkpoint;
+use reprolog_verifier::entry::Entry;
+use reprolog_verifier::nix::StorePath;
+use reprolog_verifier::policy::Policy;
+
+use crate::client::LogClient;
+use crate::common::{
+    cosigners, load_policy, log_client, read_entries, state_file, trusted_checkpoint,
+};
 
 pub struct MonitorArgs {
     pub log: Option<String>,
     pub policy: PathBuf,
-    pub state: PathBuf,
+    pub state: Option<PathBuf>,
     pub once: bool,
     pub interval: Duration,
+    pub fail_on_conflict: bool,
+    pub json: bool,
+}
+
+/// A new entry whose NAR hash differs from another entry's for the same store path.
+#[derive(Serialize)]
+struct Conflict {
+    store_path: String,
+    index: u64,
+    nar_hash: String,
+    builder: String,
+    other_index: u64,
+    other_nar_hash: String,
+    other_builder: String,
+}
+
+/// One check, as `--json` prints it (one line per check).
+#[derive(Serialize)]
+struct CheckReport {
+    origin: String,
+    size: u64,
+    new_entries: u64,
+    cosigned_by: Vec<String>,
+    conflicts: Vec<Conflict>,
 }
 
 /// What the monitor remembers between runs.
@@ -28,8 +65,6 @@ struct State {
     size: u64,
     /// The right edge of the tree (`CompactRange`), base64.
     edge: Vec<String>,
-    /// For each store path: NAR hash → builders that signed it.
-    paths: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 fn decode_edge(state: &State) -> Result<CompactRange> {
@@ -46,30 +81,139 @@ fn decode_edge(state: &State) -> Result<CompactRange> {
     CompactRange::from_parts(state.size, hashes).context("state: edge does not match size")
 }
 
-pub fn run(args: MonitorArgs) -> Result<()> {
+/// The default state file: one per log URL, so that two logs never share one.
+fn default_state_name(url: &str) -> String {
+    let name: String = url
+        .split("://")
+        .last()
+        .unwrap_or(url)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("monitor-{name}.state")
+}
+
+pub fn run(args: MonitorArgs) -> Result<i32> {
     let policy = load_policy(&args.policy)?;
     let client = log_client(args.log.as_deref(), Some(&policy))?;
-    let mut state: State = match std::fs::read(&args.state) {
+    let state_path = match args.state {
+        Some(p) => state_file(Some(p), "")?,
+        None => state_file(None, &default_state_name(client.base_url()))?,
+    };
+    let mut state: State = match std::fs::read(&state_path) {
+        // Old state files also held every path; those fields are ignored.
         Ok(b) => serde_json::from_slice(&b).context("the state file is corrupt")?,
-        Err(_) => State::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+        Err(e) => return Err(e).with_context(|| format!("{}", state_path.display())),
     };
     loop {
-        step(&client, &policy, &mut state)?;
-        let tmp = args.state.with_extension("tmp");
+        let report = step(&client, &policy, &mut state)?;
+        let tmp = state_path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&state)?)?;
-        std::fs::rename(&tmp, &args.state)?;
+        std::fs::rename(&tmp, &state_path)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "{} at size {}: {} new entries checked, cosigned by {}",
+                report.origin,
+                report.size,
+                report.new_entries,
+                cosigners(&report.cosigned_by)
+            );
+            for c in &report.conflicts {
+                println!(
+                    "  conflict at entry {}: {} is {} by {} but {} by {} (entry {})",
+                    c.index,
+                    c.store_path,
+                    c.nar_hash,
+                    c.builder,
+                    c.other_nar_hash,
+                    c.other_builder,
+                    c.other_index
+                );
+            }
+        }
+        if args.fail_on_conflict && !report.conflicts.is_empty() {
+            return Ok(2);
+        }
         if args.once {
-            return Ok(());
+            return Ok(0);
         }
         std::thread::sleep(args.interval);
     }
 }
 
-fn step(
-    client: &crate::client::LogClient,
-    policy: &reprolog_verifier::policy::Policy,
-    state: &mut State,
-) -> Result<()> {
+/// Conflicts of the new entries (`new`, by path) with each other and with earlier entries of
+/// their paths, which the log's path lookup finds and an inclusion proof confirms.
+fn conflicts(
+    client: &LogClient,
+    checkpoint: &Checkpoint,
+    from: u64,
+    new: BTreeMap<String, Vec<(u64, String, String)>>,
+) -> Result<Vec<Conflict>> {
+    let mut found = Vec::new();
+    for (store_path, events) in new {
+        let first_new = events[0].0;
+        let mut earlier: Vec<(u64, String, String)> = Vec::new();
+        let hash_part = StorePath::parse(&store_path)?.hash_part().to_owned();
+        // A check that starts from the empty tree has no earlier entries to look up.
+        let lookup = if from == 0 {
+            Vec::new()
+        } else {
+            client.path_events(&hash_part)?
+        };
+        for e in lookup {
+            if e.index >= first_new {
+                break;
+            }
+            let entry = Entry::decode(e.entry.as_bytes())
+                .with_context(|| format!("INVALID ENTRY {}", e.index))?;
+            if entry.store_path.to_string() != store_path {
+                bail!(
+                    "the log answered a lookup of {hash_part} with entry {} of another path",
+                    e.index
+                );
+            }
+            // Proven below, only if it conflicts.
+            earlier.push((
+                e.index,
+                entry.nar_hash.to_nix32(),
+                entry.builder.name.clone(),
+            ));
+        }
+        let mut seen = earlier;
+        for (index, nar, builder) in events {
+            if let Some((oi, on, ob)) = seen.iter().find(|(_, h, _)| *h != nar) {
+                let proof = client.inclusion_proof(*oi, checkpoint.size)?;
+                let other = client.entry(*oi)?;
+                merkle::verify_inclusion(
+                    &proof,
+                    *oi,
+                    checkpoint.size,
+                    &merkle::leaf_hash(other.entry.as_bytes()),
+                    &checkpoint.root,
+                )
+                .with_context(|| {
+                    format!("entry {oi} is not proven in checkpoint {}", checkpoint.size)
+                })?;
+                found.push(Conflict {
+                    store_path: store_path.clone(),
+                    index,
+                    nar_hash: nar.clone(),
+                    builder: builder.clone(),
+                    other_index: *oi,
+                    other_nar_hash: on.clone(),
+                    other_builder: ob.clone(),
+                });
+            }
+            seen.push((index, nar, builder));
+        }
+    }
+    Ok(found)
+}
+
+fn step(client: &LogClient, policy: &Policy, state: &mut State) -> Result<CheckReport> {
     let trusted = trusted_checkpoint(client, policy)?;
     let cp = &trusted.checkpoint;
     if !state.origin.is_empty() && state.origin != cp.origin {
@@ -103,26 +247,14 @@ fn step(
             },
         )?;
     }
-    let mut new = 0u64;
-    let mut conflicts = Vec::new();
+    let mut new_entries = 0u64;
+    let mut by_path: BTreeMap<String, Vec<(u64, String, String)>> = BTreeMap::new();
     read_entries(client, &mut range, cp.size, |index, entry, _| {
-        new += 1;
-        let hashes = state.paths.entry(entry.store_path.to_string()).or_default();
-        let nar = entry.nar_hash.to_nix32();
-        let builder = entry.builder.name.clone();
-        for (other, builders) in hashes.iter() {
-            if *other != nar {
-                conflicts.push(format!(
-                    "conflict at entry {index}: {} is {nar} by {builder} but {other} by {}",
-                    entry.store_path,
-                    builders.join(", ")
-                ));
-            }
-        }
-        let list = hashes.entry(nar).or_default();
-        if !list.contains(&builder) {
-            list.push(builder);
-        }
+        new_entries += 1;
+        by_path
+            .entry(entry.store_path.to_string())
+            .or_default()
+            .push((index, entry.nar_hash.to_nix32(), entry.builder.name.clone()));
     })
     .context("INVALID ENTRY")?;
     if range.root() != cp.root {
@@ -131,20 +263,15 @@ fn step(
             cp.size
         );
     }
+    let conflicts = conflicts(client, cp, state.size, by_path)?;
     state.origin = cp.origin.clone();
     state.size = cp.size;
     state.edge = range.hashes().iter().map(|h| B64.encode(h)).collect();
-    let by = if trusted.cosigned_by.is_empty() {
-        "no witness".into()
-    } else {
-        trusted.cosigned_by.join(", ")
-    };
-    println!(
-        "{} at size {}: {new} new entries checked, cosigned by {by}",
-        cp.origin, cp.size
-    );
-    for c in &conflicts {
-        println!("  {c}");
-    }
-    Ok(())
+    Ok(CheckReport {
+        origin: cp.origin.clone(),
+        size: cp.size,
+        new_entries,
+        cosigned_by: trusted.cosigned_by.clone(),
+        conflicts,
+    })
 }

@@ -11,7 +11,10 @@ use reprolog_verifier::policy::{Policy, TrustedCheckpoint};
 use reprolog_verifier::proof::TlogProof;
 use reprolog_verifier::text::printable;
 
-use crate::common::{load_policy, log_client, read_limited, read_narinfo};
+use serde::Serialize;
+
+use crate::client::LogClient;
+use crate::common::{cosigners, load_policy, log_client, read_limited, read_narinfo};
 
 /// Checks a receipt offline against a policy and a narinfo; returns the entry and checkpoint.
 pub fn check_receipt(
@@ -46,12 +49,97 @@ pub fn check_receipt(
 }
 
 fn describe(t: &TrustedCheckpoint) -> String {
-    let by = if t.cosigned_by.is_empty() {
-        "no witness".to_owned()
-    } else {
-        t.cosigned_by.join(", ")
+    format!(
+        "checkpoint {} cosigned by {}",
+        t.checkpoint.size,
+        cosigners(&t.cosigned_by)
+    )
+}
+
+/// One narinfo's verdict, as `verify --json` prints it.
+#[derive(Serialize)]
+struct NarinfoVerdict {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_path: Option<String>,
+    /// Every logged signature of it is proven, and there is at least one.
+    ok: bool,
+    /// `logged` (proven), `not-logged`, `unproven` or `unreadable`.
+    verdict: &'static str,
+    logged: Vec<ProvenSignature>,
+    problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ProvenSignature {
+    builder: String,
+    index: u64,
+    checkpoint_size: u64,
+    cosigned_by: Vec<String>,
+}
+
+/// Exit code when some narinfo has no signature in the log and nothing else failed.
+const EXIT_NOT_LOGGED: i32 = 3;
+
+fn check_narinfo(
+    client: &LogClient,
+    policy: &Policy,
+    path: &Path,
+    receipts: Option<&Path>,
+) -> Result<NarinfoVerdict> {
+    let mut verdict = NarinfoVerdict {
+        file: path.display().to_string(),
+        store_path: None,
+        ok: false,
+        verdict: "unreadable",
+        logged: Vec::new(),
+        problems: Vec::new(),
     };
-    format!("checkpoint {} cosigned by {by}", t.checkpoint.size)
+    let info = match read_narinfo(path) {
+        Ok(i) => i,
+        Err(e) => {
+            verdict
+                .problems
+                .push(printable(&format!("{e:#}")).into_owned());
+            return Ok(verdict);
+        }
+    };
+    verdict.store_path = Some(info.store_path.to_string());
+    let hash_part = info.store_path.hash_part().to_owned();
+    for event in client.path_events(&hash_part)? {
+        let (index, text) = (event.index, event.entry.as_str());
+        // Only events that log one of this narinfo's signatures count, and each is proven.
+        match Entry::decode(text.as_bytes()) {
+            Ok(e) if e.logs_signature_of(&info) => {}
+            _ => continue,
+        }
+        let receipt = client.tlog_proof(index)?;
+        match check_receipt(policy, &receipt, &info) {
+            Ok((entry, trusted)) => {
+                verdict.logged.push(ProvenSignature {
+                    builder: entry.builder.name.clone(),
+                    index,
+                    checkpoint_size: trusted.checkpoint.size,
+                    cosigned_by: trusted.cosigned_by.clone(),
+                });
+                if let Some(dir) = receipts {
+                    let file = dir.join(format!("{hash_part}-{index}.tlog-proof"));
+                    std::fs::write(&file, &receipt)
+                        .with_context(|| format!("{}", file.display()))?;
+                }
+            }
+            Err(e) => verdict
+                .problems
+                .push(format!("index {index}: {}", printable(&format!("{e:#}")))),
+        }
+    }
+    verdict.ok = !verdict.logged.is_empty() && verdict.problems.is_empty();
+    verdict.verdict = match (verdict.logged.is_empty(), verdict.problems.is_empty()) {
+        (_, false) => "unproven",
+        (true, true) => "not-logged",
+        (false, true) => "logged",
+    };
+    Ok(verdict)
 }
 
 pub fn verify(
@@ -59,67 +147,46 @@ pub fn verify(
     log: Option<&str>,
     narinfos: &[PathBuf],
     receipts: Option<&Path>,
-) -> Result<bool> {
+    json: bool,
+) -> Result<i32> {
     let policy = load_policy(policy)?;
     let client = log_client(log, Some(&policy))?;
     if let Some(dir) = receipts {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }
-    let mut all_ok = true;
+    let mut verdicts = Vec::new();
     for path in narinfos {
-        let info = match read_narinfo(path) {
-            Ok(i) => i,
-            Err(e) => {
+        let v = check_narinfo(&client, &policy, path, receipts)?;
+        if !json {
+            println!("{}: {}", v.file, if v.ok { "ok" } else { "FAILED" });
+            if v.verdict == "not-logged" {
+                println!("  not-logged: no signature of this narinfo is in the log");
+            }
+            for s in &v.logged {
                 println!(
-                    "{}: FAILED: {}",
-                    path.display(),
-                    printable(&format!("{e:#}"))
+                    "  logged     {} at index {}, checkpoint {} cosigned by {}",
+                    s.builder,
+                    s.index,
+                    s.checkpoint_size,
+                    cosigners(&s.cosigned_by)
                 );
-                all_ok = false;
-                continue;
             }
-        };
-        let hash_part = info.store_path.hash_part().to_owned();
-        let mut proven = Vec::new();
-        let mut problems = Vec::new();
-        for event in client.path_events(&hash_part)? {
-            let (index, text) = (event.index, event.entry.as_str());
-            // Only events that log one of this narinfo's signatures count, and each is proven.
-            match Entry::decode(text.as_bytes()) {
-                Ok(e) if e.logs_signature_of(&info) => {}
-                _ => continue,
-            }
-            let receipt = client.tlog_proof(index)?;
-            match check_receipt(&policy, &receipt, &info) {
-                Ok((entry, trusted)) => {
-                    proven.push(format!(
-                        "  logged     {} at index {index}, {}",
-                        entry.builder.name,
-                        describe(&trusted)
-                    ));
-                    if let Some(dir) = receipts {
-                        let file = dir.join(format!("{hash_part}-{index}.tlog-proof"));
-                        std::fs::write(&file, &receipt)
-                            .with_context(|| format!("{}", file.display()))?;
-                    }
-                }
-                Err(e) => problems.push(format!(
-                    "  UNPROVEN   index {index}: {}",
-                    printable(&format!("{e:#}"))
-                )),
+            for p in &v.problems {
+                println!("  UNPROVEN   {p}");
             }
         }
-        let ok = !proven.is_empty() && problems.is_empty();
-        all_ok &= ok;
-        println!("{}: {}", path.display(), if ok { "ok" } else { "FAILED" });
-        if proven.is_empty() && problems.is_empty() {
-            println!("  no signature of this narinfo is in the log");
-        }
-        for line in proven.iter().chain(&problems) {
-            println!("{line}");
-        }
+        verdicts.push(v);
     }
-    Ok(all_ok)
+    if json {
+        println!("{}", serde_json::to_string_pretty(&verdicts)?);
+    }
+    Ok(if verdicts.iter().all(|v| v.ok) {
+        0
+    } else if verdicts.iter().all(|v| v.ok || v.verdict == "not-logged") {
+        EXIT_NOT_LOGGED
+    } else {
+        1
+    })
 }
 
 pub fn verify_receipt(policy: &Path, receipt: &Path, narinfo: &Path) -> Result<bool> {

@@ -107,6 +107,58 @@ impl PathPage {
     }
 }
 
+/// A registered builder and how many entries it has signed (`GET /api/v1/builders`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderInfo {
+    /// The key's name.
+    pub name: String,
+    /// The Nix public key, `name:base64`.
+    pub key: String,
+    /// Entries it has signed.
+    pub entries: u64,
+}
+
+/// The registered builders (`GET /api/v1/builders`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildersAnswer {
+    /// In the builders file's order.
+    pub builders: Vec<BuilderInfo>,
+}
+
+/// An RFC 6962 inclusion proof (`GET /api/v1/proof/inclusion`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// The entry's index.
+    pub index: u64,
+    /// The tree size the proof is for.
+    pub size: u64,
+    /// Base64 hashes, the leaf's sibling first.
+    pub proof: Vec<String>,
+}
+
+/// An RFC 6962 consistency proof (`GET /api/v1/proof/consistency`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// The older tree size.
+    pub old: u64,
+    /// The newer tree size.
+    pub new: u64,
+    /// Base64 hashes.
+    pub proof: Vec<String>,
+}
+
+/// Decodes a proof's base64 hashes; `None` when one is not a 32-byte hash or there are more
+/// than any tree of 2^64 leaves needs.
+pub fn decode_proof(hashes: &[String]) -> Option<Vec<merkle::Hash>> {
+    if hashes.len() > merkle::MAX_PROOF_HASHES {
+        return None;
+    }
+    hashes
+        .iter()
+        .map(|h| B64.decode(h).ok()?.try_into().ok())
+        .collect()
+}
+
 /// What became of one `Sig:` line of a submission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,6 +11,7 @@
 //! - [`proof`]: C2SP tlog-proof receipts;
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
+//! - [`compare`]: reproducibility verdicts, in the project's one vocabulary;
 //! - [`policy`]: C2SP tlog-policy trust policies and quorum checks;
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
 //! - [`text`]: untrusted text made safe to print;
@@ -24,6 +25,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod compare;
 pub mod cosignature;
 pub mod entry;
 #[cfg(feature = "keyfile")]

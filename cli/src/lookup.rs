@@ -1,0 +1,169 @@
+//! `reprolog entry` and `reprolog path`: look-ups in the log, like rekor-cli's, where every
+//! entry shown is first proven in a checkpoint the policy trusts.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use reprolog_verifier::api::LoggedEntry;
+use reprolog_verifier::compare::{Claim, PathVerdict, Verdict};
+use reprolog_verifier::entry::Entry;
+use reprolog_verifier::merkle;
+use reprolog_verifier::policy::TrustedCheckpoint;
+use reprolog_verifier::text::printable;
+use serde::Serialize;
+
+use crate::client::LogClient;
+use crate::common::{cosigners, load_policy, log_client, trusted_checkpoint};
+use crate::compare::{hash_part_of, EXIT_NOT_LOGGED};
+
+/// The checkpoint every proof of a look-up is against.
+#[derive(Serialize)]
+struct ProvenIn {
+    checkpoint_size: u64,
+    cosigned_by: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EntryReport {
+    #[serde(flatten)]
+    entry: LoggedEntry,
+    proven_in: ProvenIn,
+}
+
+#[derive(Serialize)]
+struct PathReport {
+    #[serde(flatten)]
+    verdict: PathVerdict,
+    events: Vec<LoggedEntry>,
+    proven_in: ProvenIn,
+}
+
+/// Decodes the entry the log showed, checks its signature and that it is the entry at its
+/// index in the trusted checkpoint. The decoded fields are rebuilt from the entry's own bytes,
+/// so nothing shown comes from the log's word alone.
+fn prove(
+    client: &LogClient,
+    trusted: &TrustedCheckpoint,
+    shown: LoggedEntry,
+) -> Result<LoggedEntry> {
+    let index = shown.index;
+    let cp = &trusted.checkpoint;
+    if index >= cp.size {
+        bail!("entry {index} is not in checkpoint {} yet", cp.size);
+    }
+    let bytes = shown.entry.as_bytes();
+    let entry = Entry::decode(bytes).with_context(|| format!("entry {index} is malformed"))?;
+    entry
+        .verify_signature()
+        .with_context(|| format!("entry {index}: the builder signature does not verify"))?;
+    let proof = client.inclusion_proof(index, cp.size)?;
+    merkle::verify_inclusion(&proof, index, cp.size, &merkle::leaf_hash(bytes), &cp.root)
+        .with_context(|| format!("entry {index} is not proven in checkpoint {}", cp.size))?;
+    Ok(LoggedEntry::new(index, bytes)?)
+}
+
+fn proven_in(t: &TrustedCheckpoint) -> ProvenIn {
+    ProvenIn {
+        checkpoint_size: t.checkpoint.size,
+        cosigned_by: t.cosigned_by.clone(),
+    }
+}
+
+fn print_entry(e: &LoggedEntry) {
+    println!("entry {}: {}", e.index, e.store_path);
+    println!("  kind        {}", e.kind);
+    println!("  builder     {}", e.builder);
+    println!("  nar hash    {}", e.nar_hash);
+    println!("  nar size    {}", e.nar_size);
+    println!("  references  {}", e.references.len());
+    println!("  leaf hash   {}", e.leaf_hash);
+}
+
+pub fn entry(policy: &Path, log: Option<&str>, index: u64, json: bool) -> Result<i32> {
+    let policy = load_policy(policy)?;
+    let client = log_client(log, Some(&policy))?;
+    let trusted = trusted_checkpoint(&client, &policy)?;
+    let shown = prove(&client, &trusted, client.entry(index)?)?;
+    if json {
+        let report = EntryReport {
+            entry: shown,
+            proven_in: proven_in(&trusted),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_entry(&shown);
+        println!(
+            "  proven in checkpoint {} cosigned by {}",
+            trusted.checkpoint.size,
+            cosigners(&trusted.cosigned_by)
+        );
+    }
+    Ok(0)
+}
+
+pub fn path(policy: &Path, log: Option<&str>, store_path: &str, json: bool) -> Result<i32> {
+    let policy = load_policy(policy)?;
+    let client = log_client(log, Some(&policy))?;
+    let trusted = trusted_checkpoint(&client, &policy)?;
+    let hash_part = hash_part_of(store_path)?;
+    let mut events = Vec::new();
+    for shown in client.path_events(hash_part)? {
+        if shown.index >= trusted.checkpoint.size {
+            continue; // not in the checkpoint yet: nothing to prove it with
+        }
+        let event = prove(&client, &trusted, shown)?;
+        if !event
+            .store_path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .starts_with(hash_part)
+        {
+            bail!(
+                "the log answered a lookup of {hash_part} with entry {} of another path",
+                event.index
+            );
+        }
+        events.push(event);
+    }
+    let name = events.first().map_or_else(
+        || printable(store_path).into_owned(),
+        |e| e.store_path.clone(),
+    );
+    let claims = events
+        .iter()
+        .map(|e| Claim {
+            builder: e.builder.split(':').next().unwrap_or_default().to_owned(),
+            nar_hash: e.nar_hash.clone(),
+            index: e.index,
+        })
+        .collect();
+    let verdict = PathVerdict::new(name, claims);
+    let not_logged = verdict.verdict == Verdict::NotLogged;
+    if json {
+        let report = PathReport {
+            verdict,
+            events,
+            proven_in: proven_in(&trusted),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}: {}", verdict.store_path, verdict.verdict);
+        for e in &events {
+            println!(
+                "  entry {:<8} {:<24} {}  {} bytes",
+                e.index,
+                e.builder.split(':').next().unwrap_or_default(),
+                e.nar_hash,
+                e.nar_size
+            );
+        }
+        println!(
+            "  {} events, proven in checkpoint {} cosigned by {}",
+            events.len(),
+            trusted.checkpoint.size,
+            cosigners(&trusted.cosigned_by)
+        );
+    }
+    Ok(if not_logged { EXIT_NOT_LOGGED } else { 0 })
+}

@@ -1,0 +1,174 @@
+//! Reproducibility comparison: what builders claimed for one store path, and the verdict. The
+//! verdict's words are the project's one vocabulary, shared by the CLI, the log's API, the
+//! explorer and the gate: `reproduced`, `unreproduced`, `one-builder` and `not-logged`.
+//!
+//! Builders are counted as identities (key names), never as entries: one builder that signed
+//! a path twice is still one builder.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A builder's claim about a store path, as logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The builder's key name.
+    pub builder: String,
+    /// `sha256:<nix32>`.
+    pub nar_hash: String,
+    /// The entry's index in the log.
+    pub index: u64,
+}
+
+/// What the claims about one store path amount to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Two or more builders, one NAR hash.
+    Reproduced,
+    /// Two or more NAR hashes.
+    Unreproduced,
+    /// One builder only (however many times it signed).
+    OneBuilder,
+    /// Nothing in the log.
+    NotLogged,
+}
+
+impl Verdict {
+    /// The verdict of a set of claims about one path.
+    pub fn of(claims: &[Claim]) -> Self {
+        let hashes: BTreeSet<&str> = claims.iter().map(|c| c.nar_hash.as_str()).collect();
+        let builders: BTreeSet<&str> = claims.iter().map(|c| c.builder.as_str()).collect();
+        match (hashes.len(), builders.len()) {
+            (0, _) => Verdict::NotLogged,
+            (1, 1) => Verdict::OneBuilder,
+            (1, _) => Verdict::Reproduced,
+            _ => Verdict::Unreproduced,
+        }
+    }
+
+    /// The verdict's word, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Reproduced => "reproduced",
+            Verdict::Unreproduced => "unreproduced",
+            Verdict::OneBuilder => "one-builder",
+            Verdict::NotLogged => "not-logged",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One store path's claims and verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathVerdict {
+    /// The store path (or what the user named, when nothing is logged for it).
+    pub store_path: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The claims, in index order.
+    pub claims: Vec<Claim>,
+}
+
+impl PathVerdict {
+    /// Judges one path's claims.
+    pub fn new(store_path: String, claims: Vec<Claim>) -> Self {
+        PathVerdict {
+            store_path,
+            verdict: Verdict::of(&claims),
+            claims,
+        }
+    }
+}
+
+/// How many paths got each verdict, and the share reproduced among those compared.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Paths judged.
+    pub paths: usize,
+    /// Paths `reproduced`.
+    pub reproduced: usize,
+    /// Paths `unreproduced`.
+    pub unreproduced: usize,
+    /// Paths signed by `one-builder`.
+    pub one_builder: usize,
+    /// Paths `not-logged`.
+    pub not_logged: usize,
+    /// `reproduced / (reproduced + unreproduced)`, absent when nothing was compared.
+    pub reproducibility: Option<f64>,
+}
+
+impl Summary {
+    /// Counts the verdicts.
+    pub fn of(paths: &[PathVerdict]) -> Self {
+        let count = |v: Verdict| paths.iter().filter(|p| p.verdict == v).count();
+        let (reproduced, unreproduced) = (count(Verdict::Reproduced), count(Verdict::Unreproduced));
+        let compared = reproduced + unreproduced;
+        Summary {
+            paths: paths.len(),
+            reproduced,
+            unreproduced,
+            one_builder: count(Verdict::OneBuilder),
+            not_logged: count(Verdict::NotLogged),
+            reproducibility: (compared > 0).then(|| reproduced as f64 / compared as f64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(builder: &str, nar_hash: &str, index: u64) -> Claim {
+        Claim {
+            builder: builder.into(),
+            nar_hash: nar_hash.into(),
+            index,
+        }
+    }
+
+    #[test]
+    fn verdicts_count_builders_as_identities() {
+        assert_eq!(Verdict::of(&[]), Verdict::NotLogged);
+        assert_eq!(Verdict::of(&[claim("a", "h", 0)]), Verdict::OneBuilder);
+        // One builder signing twice is still one builder.
+        let twice = [claim("a", "h", 0), claim("a", "h", 5)];
+        assert_eq!(Verdict::of(&twice), Verdict::OneBuilder);
+        let two = [claim("a", "h", 0), claim("b", "h", 1)];
+        assert_eq!(Verdict::of(&two), Verdict::Reproduced);
+        let differ = [claim("a", "h", 0), claim("b", "g", 1)];
+        assert_eq!(Verdict::of(&differ), Verdict::Unreproduced);
+        // A builder that disagrees with itself is unreproduced too.
+        let itself = [claim("a", "h", 0), claim("a", "g", 1)];
+        assert_eq!(Verdict::of(&itself), Verdict::Unreproduced);
+    }
+
+    #[test]
+    fn verdict_words_are_the_shared_vocabulary() {
+        for (v, word) in [
+            (Verdict::Reproduced, "reproduced"),
+            (Verdict::Unreproduced, "unreproduced"),
+            (Verdict::OneBuilder, "one-builder"),
+            (Verdict::NotLogged, "not-logged"),
+        ] {
+            assert_eq!(v.as_str(), word);
+            assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{word}\""));
+        }
+        let paths = [
+            PathVerdict::new("p".into(), vec![claim("a", "h", 0), claim("b", "h", 1)]),
+            PathVerdict::new("q".into(), vec![claim("a", "h", 2), claim("b", "g", 3)]),
+            PathVerdict::new("r".into(), vec![]),
+        ];
+        let s = Summary::of(&paths);
+        assert_eq!(
+            (s.paths, s.reproduced, s.unreproduced, s.not_logged),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(s.reproducibility, Some(0.5));
+    }
+}
