@@ -484,7 +484,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             paths,
         } => Ok(code(compare::run(compare::CompareArgs {
             log: trust.log,
-            policy: trust.policy,
+            // Without a policy, compare still works, warning that it trusts the log's word.
+            policy: trust.policy.or_else(|| common::policy_file(None).ok()),
             builders,
             paths,
             all,
@@ -673,7 +674,11 @@ mod tests {
         cli.build();
         let mut commands = Vec::new();
         leaves(&cli, "reprolog".into(), &mut commands);
-        assert_eq!(commands.len(), 11, "the commands changed: check this test still sees them all");
+        assert_eq!(
+            commands.len(),
+            11,
+            "the commands changed: check this test still sees them all"
+        );
         for (path, cmd) in &commands {
             for arg in cmd.get_arguments() {
                 let id = arg.get_id().as_str();
