@@ -155,10 +155,14 @@ impl LogClient {
 }
 
 impl LogClient {
-    /// Every logged event for a store path hash part, in index order, following the
-    /// lookup's pages to the end; empty when nothing is logged. The events are unverified.
-    pub fn path_events(&self, hash_part: &str) -> Result<Vec<LoggedEntry>, ClientError> {
-        let mut events: Vec<LoggedEntry> = Vec::new();
+    /// Calls `each` with every logged event for a store path hash part, in index order,
+    /// following the lookup's pages to the end; nothing when nothing is logged. One page is
+    /// held at a time, however long the path's history. The events are unverified.
+    pub fn for_each_path_event<E: From<ClientError>>(
+        &self,
+        hash_part: &str,
+        mut each: impl FnMut(LoggedEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut after: Option<u64> = None;
         loop {
             let path = match after {
@@ -166,9 +170,7 @@ impl LogClient {
                 Some(a) => format!("/api/v1/paths/{hash_part}?limit={PATH_PAGE_MAX}&after={a}"),
             };
             let page: PathPage = match self.get_typed(&path) {
-                Err(ClientError::Status { status: 404, .. }) if after.is_none() => {
-                    return Ok(events)
-                }
+                Err(ClientError::Status { status: 404, .. }) if after.is_none() => return Ok(()),
                 other => other?,
             };
             // Indexes only go up, and the cursor moves forward: a log cannot loop a client.
@@ -177,9 +179,12 @@ impl LogClient {
                     url: format!("{}{path}", self.base),
                     message: e.to_string(),
                 })?;
-            events.extend(page.events);
-            match page.next {
-                None => return Ok(events),
+            let next = page.next;
+            for event in page.events {
+                each(event)?;
+            }
+            match next {
+                None => return Ok(()),
                 Some(next) => after = Some(next),
             }
         }

@@ -94,10 +94,10 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         }
         for path in &args.paths {
             let hash_part = hash_part_of(path)?;
-            for event in client.path_events(hash_part)? {
+            client.for_each_path_event(hash_part, |event| -> Result<()> {
                 let index = event.index;
                 if index >= cp.size {
-                    continue; // not in the checkpoint yet: nothing to prove it with
+                    return Ok(()); // not in the checkpoint yet: nothing to prove it with
                 }
                 let text = event.entry.as_bytes();
                 let entry = Entry::decode(text).with_context(|| format!("entry {index}"))?;
@@ -119,7 +119,8 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     format!("entry {index} is not proven in checkpoint {}", cp.size)
                 })?;
                 add(&entry, index);
-            }
+                Ok(())
+            })?;
         }
     }
     if let Some(names) = &args.builders {

@@ -30,11 +30,12 @@ struct EntryReport {
     proven_in: ProvenIn,
 }
 
+/// A path's history: the verdict and each proven claim (index, builder, NAR hash); the
+/// entries themselves are one `reprolog entry` away.
 #[derive(Serialize)]
 struct PathReport {
     #[serde(flatten)]
     verdict: PathVerdict,
-    events: Vec<LoggedEntry>,
     proven_in: ProvenIn,
 }
 
@@ -60,6 +61,11 @@ fn prove(
     merkle::verify_inclusion(&proof, index, cp.size, &merkle::leaf_hash(bytes), &cp.root)
         .with_context(|| format!("entry {index} is not proven in checkpoint {}", cp.size))?;
     Ok(LoggedEntry::new(index, bytes)?)
+}
+
+/// The name part of a `name:base64` key.
+fn builder_name(key: &str) -> &str {
+    key.split(':').next().unwrap_or_default()
 }
 
 fn proven_in(t: &TrustedCheckpoint) -> ProvenIn {
@@ -106,61 +112,50 @@ pub fn path(policy: &Path, log: Option<&str>, store_path: &str, json: bool) -> R
     let client = log_client(log, Some(&policy))?;
     let trusted = trusted_checkpoint(&client, &policy)?;
     let hash_part = hash_part_of(store_path)?;
-    let mut events = Vec::new();
-    for shown in client.path_events(hash_part)? {
+    let (mut claims, mut name) = (Vec::new(), None);
+    client.for_each_path_event(hash_part, |shown| -> Result<()> {
         if shown.index >= trusted.checkpoint.size {
-            continue; // not in the checkpoint yet: nothing to prove it with
+            return Ok(()); // not in the checkpoint yet: nothing to prove it with
         }
         let event = prove(&client, &trusted, shown)?;
-        if !event
-            .store_path
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .starts_with(hash_part)
-        {
+        let base = event.store_path.rsplit('/').next().unwrap_or_default();
+        if !base.starts_with(hash_part) {
             bail!(
                 "the log answered a lookup of {hash_part} with entry {} of another path",
                 event.index
             );
         }
-        events.push(event);
-    }
-    let name = events.first().map_or_else(
-        || printable(store_path).into_owned(),
-        |e| e.store_path.clone(),
-    );
-    let claims = events
-        .iter()
-        .map(|e| Claim {
-            builder: e.builder.split(':').next().unwrap_or_default().to_owned(),
-            nar_hash: e.nar_hash.clone(),
-            index: e.index,
-        })
-        .collect();
+        if !json {
+            println!(
+                "  entry {:<8} {:<24} {}  {} bytes",
+                event.index,
+                builder_name(&event.builder),
+                event.nar_hash,
+                event.nar_size
+            );
+        }
+        name.get_or_insert_with(|| event.store_path.clone());
+        claims.push(Claim {
+            builder: builder_name(&event.builder).to_owned(),
+            nar_hash: event.nar_hash,
+            index: event.index,
+        });
+        Ok(())
+    })?;
+    let name = name.unwrap_or_else(|| printable(store_path).into_owned());
     let verdict = PathVerdict::new(name, claims);
     let not_logged = verdict.verdict == Verdict::NotLogged;
+    let events = verdict.claims.len();
     if json {
         let report = PathReport {
             verdict,
-            events,
             proven_in: proven_in(&trusted),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}: {}", verdict.store_path, verdict.verdict);
-        for e in &events {
-            println!(
-                "  entry {:<8} {:<24} {}  {} bytes",
-                e.index,
-                e.builder.split(':').next().unwrap_or_default(),
-                e.nar_hash,
-                e.nar_size
-            );
-        }
         println!(
-            "  {} events, proven in checkpoint {} cosigned by {}",
-            events.len(),
+            "  {events} events, proven in checkpoint {} cosigned by {}",
             trusted.checkpoint.size,
             cosigners(&trusted.cosigned_by)
         );

@@ -157,30 +157,28 @@ fn conflicts(
         let first_new = events[0].0;
         let mut earlier: Vec<(u64, String, String)> = Vec::new();
         let hash_part = StorePath::parse(&store_path)?.hash_part().to_owned();
-        // A check that starts from the empty tree has no earlier entries to look up.
-        let lookup = if from == 0 {
-            Vec::new()
-        } else {
-            client.path_events(&hash_part)?
-        };
-        for e in lookup {
-            if e.index >= first_new {
-                break;
-            }
-            let entry = Entry::decode(e.entry.as_bytes())
-                .with_context(|| format!("INVALID ENTRY {}", e.index))?;
-            if entry.store_path.to_string() != store_path {
-                bail!(
-                    "the log answered a lookup of {hash_part} with entry {} of another path",
-                    e.index
-                );
-            }
-            // Proven below, only if it conflicts.
-            earlier.push((
-                e.index,
-                entry.nar_hash.to_nix32(),
-                entry.builder.name.clone(),
-            ));
+        // A check that starts from the empty tree has no earlier entries to look up. Proven
+        // below, only if it conflicts.
+        if from > 0 {
+            client.for_each_path_event(&hash_part, |e| -> Result<()> {
+                if e.index >= first_new {
+                    return Ok(());
+                }
+                let entry = Entry::decode(e.entry.as_bytes())
+                    .with_context(|| format!("INVALID ENTRY {}", e.index))?;
+                if entry.store_path.to_string() != store_path {
+                    bail!(
+                        "the log answered a lookup of {hash_part} with entry {} of another path",
+                        e.index
+                    );
+                }
+                earlier.push((
+                    e.index,
+                    entry.nar_hash.to_nix32(),
+                    entry.builder.name.clone(),
+                ));
+                Ok(())
+            })?;
         }
         let mut seen = earlier;
         for (index, nar, builder) in events {

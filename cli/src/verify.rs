@@ -106,12 +106,12 @@ fn check_narinfo(
     };
     verdict.store_path = Some(info.store_path.to_string());
     let hash_part = info.store_path.hash_part().to_owned();
-    for event in client.path_events(&hash_part)? {
+    client.for_each_path_event(&hash_part, |event| -> Result<()> {
         let (index, text) = (event.index, event.entry.as_str());
         // Only events that log one of this narinfo's signatures count, and each is proven.
         match Entry::decode(text.as_bytes()) {
             Ok(e) if e.logs_signature_of(&info) => {}
-            _ => continue,
+            _ => return Ok(()),
         }
         let receipt = client.tlog_proof(index)?;
         match check_receipt(policy, &receipt, &info) {
@@ -132,7 +132,8 @@ fn check_narinfo(
                 .problems
                 .push(format!("index {index}: {}", printable(&format!("{e:#}")))),
         }
-    }
+        Ok(())
+    })?;
     verdict.ok = !verdict.logged.is_empty() && verdict.problems.is_empty();
     verdict.verdict = match (verdict.logged.is_empty(), verdict.problems.is_empty()) {
         (_, false) => "unproven",

@@ -218,7 +218,7 @@ fn every_log_facing_command_speaks_json_with_one_vocabulary_and_exit_codes() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let path = json(&out);
     assert_eq!(path["verdict"], "unreproduced");
-    assert_eq!(path["events"].as_array().unwrap().len(), 2);
+    assert_eq!(path["claims"].as_array().unwrap().len(), 2);
     let out = reprolog_in(home, &["path", &paths[3]]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(show(&out).contains("not-logged"), "{}", show(&out));

@@ -256,13 +256,16 @@ fn concurrent_lookups_of_the_largest_path_keep_memory_bounded() {
     assert!(grew_mib < 128, "peak RSS grew by {grew_mib} MiB");
 }
 
-/// A witness that cosigns text other than the checkpoint it is sent: a cosignature of a
-/// different root, and lines that would extend the note's text if read as part of it.
+/// A witness that cosigns text other than the checkpoint it is sent. Its first answer is
+/// lines that extend the note's text if read as part of it: `extra`, a blank line, and a
+/// cosignature of the checkpoint text plus `extra`, which verifies if a log reads the answer
+/// as the tail of a note over its own text (as reprolog once did). Later answers cosign a
+/// different root.
 fn hostile_witness(key: SignerKey) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
+        for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut length = 0;
@@ -287,13 +290,13 @@ fn hostile_witness(key: SignerKey) -> String {
             };
             let note = Note::parse(req.checkpoint.as_bytes()).unwrap();
             let text = note.text().to_owned();
-            let other_root = text.replacen('\n', "\n9", 1);
-            let extended = format!("{text}\nextra\n");
-            let answer = format!(
-                "{}extra\n\n{}",
-                cosign(&key, &other_root, 1).to_line(),
-                cosign(&key, &extended, 2).to_line()
-            );
+            let answer = if n == 0 {
+                let extended = format!("{text}\nextra\n");
+                format!("extra\n\n{}", cosign(&key, &extended, 2).to_line())
+            } else {
+                let other_root = text.replacen('\n', "\n9", 1);
+                cosign(&key, &other_root, 1).to_line()
+            };
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",

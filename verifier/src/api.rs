@@ -85,6 +85,9 @@ pub enum PageError {
     /// The cursor does not move past the events of this page.
     #[error("the page cursor does not move forward")]
     CursorBack,
+    /// A page with no events says more follow: a log could keep a client paging forever.
+    #[error("an empty page says more events follow")]
+    EmptyWithCursor,
 }
 
 impl PathPage {
@@ -92,6 +95,9 @@ impl PathPage {
     /// index above the last one seen and above `after`, and a cursor past them all. A client
     /// that follows only checked pages cannot be made to loop, or to read an event twice.
     pub fn check_follows(&self, after: Option<u64>) -> Result<(), PageError> {
+        if self.events.is_empty() && self.next.is_some() {
+            return Err(PageError::EmptyWithCursor);
+        }
         let mut last = after;
         for e in &self.events {
             if last.is_some_and(|l| e.index <= l) {
@@ -255,13 +261,16 @@ mod tests {
     fn a_page_must_move_past_what_came_before() {
         assert_eq!(page(&[1, 5, 9], Some(9)).check_follows(None), Ok(()));
         assert_eq!(page(&[10, 12], None).check_follows(Some(9)), Ok(()));
-        assert_eq!(page(&[], Some(20)).check_follows(Some(9)), Ok(()));
+        assert_eq!(
+            page(&[], Some(20)).check_follows(Some(9)),
+            Err(PageError::EmptyWithCursor)
+        );
         let out_of_order = Err(PageError::OutOfOrder);
         assert_eq!(page(&[5, 5], None).check_follows(None), out_of_order);
         assert_eq!(page(&[5, 4], None).check_follows(None), out_of_order);
         assert_eq!(page(&[9], None).check_follows(Some(9)), out_of_order);
         let back = Err(PageError::CursorBack);
         assert_eq!(page(&[10, 12], Some(11)).check_follows(Some(9)), back);
-        assert_eq!(page(&[], Some(9)).check_follows(Some(9)), back);
+        assert_eq!(page(&[10], Some(9)).check_follows(Some(9)), back);
     }
 }

@@ -3,7 +3,9 @@
 use reprolog_verifier::policy::Policy;
 
 fn spec(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../spec")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -35,10 +37,16 @@ fn the_policy_example_parses_and_its_error_example_is_what_we_say() {
     assert_eq!(examples.len(), 1);
     let policy = Policy::parse(&examples[0]).unwrap();
     assert_eq!(policy.logs.len(), 1);
-    assert_eq!(policy.logs[0].url.as_deref(), Some("https://log.example.org"));
+    assert_eq!(
+        policy.logs[0].url.as_deref(),
+        Some("https://log.example.org")
+    );
     assert_eq!(policy.witnesses.len(), 2);
 
     let broken = examples[0].replace("group witnesses any w1 w2", "group witnesses 3 w1 w2");
     let error = Policy::parse(&broken).unwrap_err().to_string();
-    assert!(text.contains(&format!("`{error}`")), "spec/policy.md should quote: {error}");
+    assert!(
+        text.contains(&format!("`{error}`")),
+        "spec/policy.md should quote: {error}"
+    );
 }
