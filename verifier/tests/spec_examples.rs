@@ -50,3 +50,63 @@ fn the_policy_example_parses_and_its_error_example_is_what_we_say() {
         "spec/policy.md should quote: {error}"
     );
 }
+
+/// Parses `text` as `T` and checks that writing it back gives the same JSON.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(text: &str) -> T {
+    let value: T = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let original: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(serde_json::to_value(&value).unwrap(), original, "{text}");
+    value
+}
+
+#[test]
+fn every_json_example_in_the_api_spec_is_one_of_our_types() {
+    use reprolog_verifier::api::*;
+    let text = spec("api.md");
+    let mut seen = std::collections::BTreeSet::new();
+    for type_name in [
+        "SubmitAnswer",
+        "ErrorAnswer",
+        "InclusionProof",
+        "ConsistencyProof",
+        "LoggedEntry",
+        "PathPage",
+        "BuildersAnswer",
+    ] {
+        let examples = blocks(&text, &format!("json {type_name}"));
+        assert!(!examples.is_empty(), "no example of {type_name}");
+        for example in &examples {
+            match type_name {
+                "SubmitAnswer" => drop(round_trip::<SubmitAnswer>(example)),
+                "ErrorAnswer" => drop(round_trip::<ErrorAnswer>(example)),
+                "InclusionProof" => {
+                    let p = round_trip::<InclusionProof>(example);
+                    assert!(decode_proof(&p.proof).is_some());
+                }
+                "ConsistencyProof" => drop(round_trip::<ConsistencyProof>(example)),
+                "LoggedEntry" => {
+                    // A real entry: every decoded field is what its own bytes say.
+                    let e = round_trip::<LoggedEntry>(example);
+                    assert_eq!(LoggedEntry::new(e.index, e.entry.as_bytes()).unwrap(), e);
+                }
+                "PathPage" => {
+                    let page = round_trip::<PathPage>(example);
+                    assert_eq!(page.check_follows(None), Ok(()));
+                }
+                "BuildersAnswer" => drop(round_trip::<BuildersAnswer>(example)),
+                _ => unreachable!(),
+            }
+        }
+        seen.insert(type_name);
+    }
+    // No JSON example goes unchecked.
+    let all = text.matches("```json").count();
+    let typed: usize = seen
+        .iter()
+        .map(|t| blocks(&text, &format!("json {t}")).len())
+        .sum();
+    assert_eq!(
+        all, typed,
+        "every ```json block in spec/api.md names its type"
+    );
+}
