@@ -3,18 +3,25 @@
 //! It cosigns a log's checkpoint only when the log's signature verifies and the checkpoint is
 //! consistent with the last one it cosigned for that origin, and it remembers that checkpoint
 //! across restarts. It witnesses any C2SP log listed in its policy file, not only reprolog.
+//! SIGHUP reads the policy file again; SIGTERM and Ctrl-C stop it after the requests in
+//! flight.
 
 #![forbid(unsafe_code)]
 
+mod lock;
+mod metrics;
 mod state;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +36,9 @@ use reprolog_verifier::note::{Note, NoteError, SignerKey, VerifierKey};
 use reprolog_verifier::policy::Policy;
 use reprolog_verifier::witness_request::AddCheckpoint;
 use sha2::{Digest, Sha256};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::metrics::{Metrics, Refusal};
 use crate::state::{Latest, State};
 
 /// An add-checkpoint body is a checkpoint with its signatures and at most 63 proof lines.
@@ -40,8 +49,32 @@ const MAX_PROOF_LINES: usize = 63;
 #[derive(Parser)]
 #[command(name = "reprolog-witness", version, about = "A C2SP tlog-witness")]
 struct Cli {
+    /// How the log on stderr is written: `text` (colours only on a terminal) or `json`, one
+    /// object a line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`). Colour codes only on a terminal: in a file
+/// or a journal they are noise that breaks grep.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -61,25 +94,29 @@ struct ServeArgs {
     #[arg(long)]
     name: Option<String>,
     /// The logs to witness: `log <verifier key> [url]` lines in C2SP tlog-policy syntax.
-    /// Default: DATA/policy.
+    /// Default: DATA/policy. Read again on SIGHUP.
     #[arg(long)]
     policy: Option<PathBuf>,
 }
 
 struct Witness {
     key: SignerKey,
-    logs: Vec<VerifierKey>,
+    /// The logs of the policy in force, replaced as a whole on SIGHUP.
+    logs: RwLock<Arc<Vec<VerifierKey>>>,
     state: State,
+    metrics: Metrics,
+}
+
+impl Witness {
+    fn logs(&self) -> Arc<Vec<VerifierKey>> {
+        self.logs.read().map(|l| Arc::clone(&l)).unwrap_or_default()
+    }
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -87,8 +124,25 @@ fn main() -> Result<()> {
     }
 }
 
+/// The logs a policy file lists.
+fn read_policy(path: &FsPath) -> Result<Vec<VerifierKey>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
+    Ok(policy.logs.into_iter().map(|l| l.key).collect())
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     keyfile::prepare_data_dir(&args.data)?;
+    // Before the key or sled's state is touched.
+    let _lock = lock::lock(&args.data, "reprolog-witness")?;
+    // Listening now, before the address is printed: a SIGHUP sent as soon as the witness is
+    // up must reload the policy, not kill the process.
+    let hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let stop_signals = (
+        signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+    );
     let (key, created) =
         keyfile::load_or_create(&args.data.join("witness.key"), args.name.as_deref(), || {
             keyfile::random_name("localhost/reprolog-witness-")
@@ -103,11 +157,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             0o644,
         )?;
     }
-    let policy_text = std::fs::read_to_string(&policy_path)
-        .with_context(|| format!("reading {}", policy_path.display()))?;
-    let policy =
-        Policy::parse(&policy_text).with_context(|| format!("{}", policy_path.display()))?;
-    let logs: Vec<VerifierKey> = policy.logs.into_iter().map(|l| l.key).collect();
+    let logs = read_policy(&policy_path)?;
     let state = State::open(&args.data.join("state"))?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -127,18 +177,79 @@ async fn serve(args: ServeArgs) -> Result<()> {
         logs.len(),
         policy_path.display()
     );
-    let witness = Arc::new(Witness { key, logs, state });
+    let witness = Arc::new(Witness {
+        key,
+        logs: RwLock::new(Arc::new(logs)),
+        state,
+        metrics: Metrics::default(),
+    });
+    tokio::spawn(reload_policy_on_hangup(
+        Arc::clone(&witness),
+        policy_path,
+        hangup,
+    ));
     let app = Router::new()
         .route("/add-checkpoint", post(add_checkpoint))
+        .route("/metrics", get(metrics))
         .route("/{origin_hash}/checkpoint", get(latest_checkpoint))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(witness);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stopped(stop_signals))
         .await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn stopped((mut term, mut int): (Signal, Signal)) {
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; stopping after the requests in flight"),
+        _ = int.recv() => tracing::info!("SIGINT received; stopping after the requests in flight"),
+    }
+}
+
+/// Reads the policy again at each SIGHUP. A file that does not parse is reported, once per
+/// signal, and the policy in force stays: a typo must not stop the witness cosigning.
+async fn reload_policy_on_hangup(w: Arc<Witness>, path: PathBuf, mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        match read_policy(&path) {
+            Ok(logs) => {
+                let n = logs.len();
+                if let Ok(mut cur) = w.logs.write() {
+                    *cur = Arc::new(logs);
+                }
+                w.metrics.reloads.fetch_add(1, Relaxed);
+                tracing::info!("policy reloaded from {}: {n} logs", path.display());
+            }
+            Err(e) => {
+                w.metrics.reloads_failed.fetch_add(1, Relaxed);
+                tracing::error!(
+                    "policy not reloaded, the {} logs before stay in force: {e:#}",
+                    w.logs().len()
+                );
+            }
+        }
+    }
+}
+
+async fn metrics(AxumState(w): AxumState<Arc<Witness>>) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        let logs: Vec<(String, Option<u64>)> = w
+            .logs()
+            .iter()
+            .map(|k| {
+                let held = w.state.latest(k.name()).ok().flatten().map(|l| l.size);
+                (k.name().to_owned(), held)
+            })
+            .collect();
+        w.metrics.render(&logs)
+    })
+    .await;
+    match text {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn plain(status: StatusCode, body: impl Into<String>) -> Response {
@@ -164,11 +275,37 @@ fn conflict(size: u64) -> Response {
         .into_response()
 }
 
-async fn add_checkpoint(AxumState(w): AxumState<Arc<Witness>>, body: Bytes) -> Response {
-    match tokio::task::spawn_blocking(move || check_and_cosign(&w, &body)).await {
-        Ok(r) => r,
-        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+/// Marks a 409 answer that is a fork, for the metrics.
+#[derive(Clone, Copy)]
+struct Forked;
+
+async fn add_checkpoint(
+    AxumState(w): AxumState<Arc<Witness>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    w.metrics.requests.fetch_add(1, Relaxed);
+    let response = match body {
+        Ok(body) => {
+            let checking = Arc::clone(&w);
+            match tokio::task::spawn_blocking(move || check_and_cosign(&checking, &body)).await {
+                Ok(r) => r,
+                Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        Err(rejection) => rejection.into_response(),
+    };
+    match Refusal::of(response.status()) {
+        None => w.metrics.accepted.fetch_add(1, Relaxed),
+        Some(_) if response.extensions().get::<Forked>().is_some() => {
+            w.metrics.refused(Refusal::Fork);
+            0
+        }
+        Some(why) => {
+            w.metrics.refused(why);
+            0
+        }
+    };
+    response
 }
 
 /// Every check of tlog-witness's add-checkpoint, in the order the spec gives them.
@@ -187,7 +324,7 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("checkpoint: {e}")),
     };
     let log_keys: Vec<VerifierKey> = w
-        .logs
+        .logs()
         .iter()
         .filter(|k| k.name() == checkpoint.origin)
         .cloned()
@@ -236,7 +373,9 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
                     checkpoint.origin,
                     checkpoint.size
                 );
-                return conflict(held);
+                let mut answer = conflict(held);
+                answer.extensions_mut().insert(Forked);
+                return answer;
             }
         }
         if req.old_size == 0 && !req.proof.is_empty() {
@@ -290,7 +429,10 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
             note: cosigned.encode(),
         };
         match w.state.advance(&checkpoint.origin, expected.as_ref(), &new) {
-            Ok(Ok(())) => return plain(StatusCode::OK, cosignature.to_line()),
+            Ok(Ok(())) => {
+                w.metrics.cosigned(&checkpoint.origin);
+                return plain(StatusCode::OK, cosignature.to_line());
+            }
             // Another request moved the state first: judge this one against the new state.
             Ok(Err(current)) => expected = current,
             Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -313,7 +455,7 @@ async fn latest_checkpoint(
     AxumState(w): AxumState<Arc<Witness>>,
     Path(origin_hash): Path<String>,
 ) -> Response {
-    for key in &w.logs {
+    for key in w.logs().iter() {
         let hash = Sha256::digest(key.name().as_bytes());
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
         if hex == origin_hash {
