@@ -1,6 +1,7 @@
 //! The HTTP API (`spec/api.md`): submission, C2SP tlog-tiles, proofs, lookups and metrics.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -203,7 +204,11 @@ fn refusal(error: String, results: &[NarinfoResult]) -> ApiError {
 /// (those to log are marked `Logged`, without an index, until the sequencer answers).
 /// Malformed input, an oversized entry or too many invalid signatures refuse the whole
 /// request, so nothing of it is stored.
-fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, Refused> {
+fn check_submission(
+    body: &[u8],
+    builders: &Builders,
+    metrics: &Metrics,
+) -> Result<Checked, Refused> {
     let malformed = |msg: String| (Rejection::Malformed, ApiError::bad_request(msg));
     let body = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8".into()))?;
     let narinfos = split_narinfos(body);
@@ -251,6 +256,8 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, Refused
                 continue;
             }
             let Some(entry) = named.find_map(|k| Entry::from_narinfo(&info, k, &sig).ok()) else {
+                // The name is registered (checked above), so it may be a label.
+                metrics.builder_refused(&sig.key_name);
                 sigs.push(ignored(format!(
                     "signature does not verify under the registered key {key}"
                 )));
@@ -286,6 +293,7 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, Refused
                     bytes,
                     hash_part: info.store_path.hash_part().to_owned(),
                     builder: entry.builder.to_string(),
+                    nar_hash: entry.nar_hash.0,
                 },
             });
             sigs.push(SignatureResult {
@@ -318,12 +326,33 @@ fn check_submission(body: &[u8], builders: &Builders) -> Result<Checked, Refused
     })
 }
 
+/// Counts a submission request while it is handled, for `/metrics` and for the drain at
+/// shutdown, whichever way the handler returns.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics
+            .submissions_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.submissions_in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.submissions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn submit<S: LogStore>(
     State(state): State<Shared<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let metrics = Arc::clone(&state.metrics);
+    let _in_flight = InFlight::new(&metrics);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -341,9 +370,10 @@ async fn submit<S: LogStore>(
         .acquire_owned()
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let checking = Arc::clone(&metrics);
     let checked = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        check_submission(&body, &builders)
+        check_submission(&body, &builders, &checking)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -361,7 +391,7 @@ async fn submit<S: LogStore>(
         .count();
     metrics
         .signatures_ignored
-        .fetch_add(ignored as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(ignored as u64, Ordering::Relaxed);
     let (positions, new): (Vec<(usize, usize)>, Vec<NewEntry>) = pending
         .into_iter()
         .map(|p| ((p.narinfo, p.signature), p.entry))
@@ -662,7 +692,7 @@ async fn builders<S: LogStore>(State(state): State<Shared<S>>) -> Result<Respons
 async fn metrics<S: LogStore>(State(state): State<Shared<S>>) -> Result<Response, ApiError> {
     let store = Arc::clone(&state.store);
     let disk = blocking(move || Ok(store.disk_bytes()?)).await?;
-    let mut text = state.metrics.render();
+    let mut text = state.metrics.render(&state.builders.current());
     text.push_str(&format!(
         "# HELP reprolog_store_bytes Bytes the store occupies on disk.\n\
          # TYPE reprolog_store_bytes gauge\nreprolog_store_bytes {disk}\n"

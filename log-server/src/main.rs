@@ -8,6 +8,7 @@
 mod api;
 mod builders;
 mod keys;
+mod lock;
 mod metrics;
 mod publisher;
 mod sequencer;
@@ -17,14 +18,17 @@ mod witnessing;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
 
 use reprolog_verifier::policy::Policy;
 
@@ -39,9 +43,37 @@ use crate::witnessing::Witnesses;
     about = "The reprolog transparency log server"
 )]
 struct Cli {
+    /// How the log on stderr is written: `text` (colours only on a terminal) or `json`, one
+    /// object a line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`). Colour codes only on a terminal: in a file
+/// or a journal they are noise that breaks grep.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
+/// How long shutdown waits for requests in flight before it stops anyway. Acknowledged
+/// entries are durable whenever it stops; waiting only lets answers reach their clients.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Subcommand)]
 enum Command {
@@ -85,25 +117,39 @@ struct ServeArgs {
     /// this a checkpoint is published with whatever cosignatures arrived in time.
     #[arg(long)]
     wait_for_quorum: bool,
+    /// While no entry arrives, how often witnesses that have not cosigned the latest
+    /// checkpoint are asked again, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    witness_retry_ms: u64,
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve(args)),
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(serve(args));
+            // A witness call or a page read still running must not hold the exit.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
     reprolog_verifier::keyfile::prepare_data_dir(&args.data)?;
+    // Before anything in the directory is read or written, the store above all.
+    let _lock = lock::lock(&args.data, "reprolog-server")?;
+    // Listening now, before the address is printed: a signal sent as soon as the server is
+    // up must stop it cleanly, not kill it.
+    let stop_signals = (
+        signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+    );
+    let hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let (key, created) = keys::load_or_create(&args.data, args.origin.as_deref())?;
     let builders_path = args.builders.unwrap_or_else(|| args.data.join("builders"));
     let builders = Arc::new(Builders::load(&builders_path)?);
@@ -141,25 +187,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
         std::sync::atomic::Ordering::Relaxed,
     );
     let published = Arc::new(RwLock::new(Arc::new(published)));
-    let (size_tx, size_rx) = tokio::sync::watch::channel(size);
+    let (size_tx, size_rx) = watch::channel(size);
     let sequencer = sequencer::start(Arc::clone(&store), Arc::clone(&metrics), size_tx);
-    tokio::spawn(publisher::run(
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let publisher = tokio::spawn(publisher::run(
         Arc::clone(&store),
-        key.clone(),
         size_rx,
         Arc::clone(&published),
         Arc::clone(&metrics),
-        Duration::from_millis(args.checkpoint_interval_ms),
-        witnesses.clone(),
+        publisher::Settings {
+            key: key.clone(),
+            witnesses: witnesses.clone(),
+            interval: Duration::from_millis(args.checkpoint_interval_ms),
+            retry: Duration::from_millis(args.witness_retry_ms),
+        },
+        finish_rx,
     ));
-    tokio::spawn(watch_builders(Arc::clone(&builders)));
+    tokio::spawn(watch_builders(Arc::clone(&builders), hangup));
 
     let state = Arc::new(api::AppState {
-        store,
+        store: Arc::clone(&store),
         builders: Arc::clone(&builders),
         published,
         sequencer,
-        metrics,
+        metrics: Arc::clone(&metrics),
         verifiers: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
@@ -187,21 +238,67 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(w) = &witnesses {
         println!("witnesses:    {}", w.len());
     }
-    axum::serve(listener, api::router(state, args.max_body_bytes))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+
+    // On SIGTERM or Ctrl-C: stop accepting connections, let the requests in flight finish
+    // (a submission is answered only once durable), then publish a last checkpoint.
+    // The stop carries how many submissions were answered before it, so that the drain
+    // counts only those answered after, whichever future notices the stop first.
+    let (stop_tx, stop_rx) = watch::channel(None::<u64>);
+    let counts = Arc::clone(&metrics);
+    tokio::spawn(async move {
+        stopped(stop_signals).await;
+        let answered = counts.submissions.load(Relaxed);
+        tracing::info!(
+            "stopping: no new connections; waiting for {} submissions in flight",
+            counts.submissions_in_flight.load(Relaxed)
+        );
+        let _ = stop_tx.send(Some(answered));
+    });
+    let stopping = |mut rx: watch::Receiver<Option<u64>>| async move {
+        let _ = rx.wait_for(Option::is_some).await;
+    };
+    let serving = axum::serve(listener, api::router(state, args.max_body_bytes))
+        .with_graceful_shutdown(stopping(stop_rx.clone()));
+    let drain_limit = async {
+        stopping(stop_rx.clone()).await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(serving) => served?,
+        () = drain_limit => tracing::warn!(
+            "requests still open after {} s; stopping without them",
+            DRAIN_LIMIT.as_secs()
+        ),
+    }
+    let answered_before = stop_rx.borrow().unwrap_or(0);
+    let drained = metrics
+        .submissions
+        .load(Relaxed)
+        .saturating_sub(answered_before);
+    let _ = finish_tx.send(true);
+    let checkpoint = match tokio::time::timeout(DRAIN_LIMIT, publisher).await {
+        Ok(Ok(size)) => size,
+        Ok(Err(e)) => bail!("the checkpoint task failed: {e}"),
+        Err(_) => bail!("no last checkpoint within {} s", DRAIN_LIMIT.as_secs()),
+    };
+    let durable = store.size()?;
+    tracing::info!(
+        "drained {drained} submissions; the log is durable at size {durable}, and its latest \
+         checkpoint is at size {checkpoint}"
+    );
     Ok(())
 }
 
+/// Resolves at the first SIGTERM or SIGINT.
+async fn stopped((mut term, mut int): (Signal, Signal)) {
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
 /// Reloads the builders file when it changes, and on SIGHUP.
-async fn watch_builders(builders: Arc<Builders>) {
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGHUP: {e}");
-            return;
-        }
-    };
+async fn watch_builders(builders: Arc<Builders>, mut hup: Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let result = tokio::select! {
@@ -213,17 +310,5 @@ async fn watch_builders(builders: Arc<Builders>) {
             Some(Err(e)) => tracing::error!("builders not reloaded, keeping the old list: {e:#}"),
             None => {}
         }
-    }
-}
-
-async fn shutdown() {
-    let term = async {
-        if let Ok(mut s) = signal(SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }

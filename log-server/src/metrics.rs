@@ -1,8 +1,34 @@
 //! Prometheus text-format metrics, kept in atomics.
+//!
+//! Labels come only from the operator's files: builder names from the builders file, witness
+//! names from the policy. A name a client sends is never a label, so a client cannot grow the
+//! page or a Prometheus server's series without bound.
 
+use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::builders::Registry;
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
 
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
@@ -38,18 +64,67 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        header(out, name, "histogram", help);
+        self.render_series(out, name, "");
+    }
+
+    /// One labelled series, without the header; `labels` is `key="escaped value"` or empty.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        let (bucket_labels, plain) = match labels {
+            "" => (String::new(), String::new()),
+            l => (format!("{l},"), format!("{{{l}}}")),
+        };
         for (b, bucket) in self.bounds.iter().zip(&self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", bucket.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{bucket_labels}le=\"{b}\"}} {}",
+                bucket.load(Relaxed)
+            );
         }
         let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{bucket_labels}le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,
-            "{name}_sum {}",
+            "{name}_sum{plain} {}",
             self.sum_micro.load(Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(out, "{name}_count{plain} {count}");
+    }
+}
+
+/// What one registered builder did, under its key's name (every key of that name).
+#[derive(Default)]
+pub struct BuilderCounters {
+    pub logged: AtomicU64,
+    /// Signatures by a registered name that did not verify under its registered keys.
+    pub refused: AtomicU64,
+}
+
+const WITNESS_SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What the log asked of one witness of its policy, and how it went.
+pub struct WitnessCounters {
+    pub requested: AtomicU64,
+    pub received: AtomicU64,
+    pub failed: AtomicU64,
+    /// Time of each request, answered or not: a witness that is down shows as the timeout.
+    pub seconds: Histogram,
+    /// Whether the last request failed, so that a witness going down or coming back is
+    /// logged once rather than at every attempt.
+    pub failing: AtomicBool,
+}
+
+impl Default for WitnessCounters {
+    fn default() -> Self {
+        WitnessCounters {
+            requested: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            seconds: Histogram::new(WITNESS_SECONDS),
+            failing: AtomicBool::new(false),
+        }
     }
 }
 
@@ -83,6 +158,15 @@ pub struct Metrics {
     rejections: [AtomicU64; 6],
     /// Witness answers whose cosignature did not verify over the log's own checkpoint.
     pub cosignatures_refused: AtomicU64,
+    /// Entries logged whose NAR hash differs from the first one logged for their store path.
+    pub disagreements: AtomicU64,
+    /// Submission requests being handled, and handled in all (answered, whatever the answer).
+    pub submissions_in_flight: AtomicU64,
+    pub submissions: AtomicU64,
+    /// By registered key name; only names from the builders file are ever added.
+    builders: Mutex<HashMap<String, Arc<BuilderCounters>>>,
+    /// By witness name, in policy order; set once at start.
+    witnesses: Mutex<Vec<(String, Arc<WitnessCounters>)>>,
     pub batch_entries: Histogram,
     pub sequencing_seconds: Histogram,
     pub commit_seconds: Histogram,
@@ -103,6 +187,11 @@ impl Default for Metrics {
             checkpoints_published: AtomicU64::new(0),
             rejections: Default::default(),
             cosignatures_refused: AtomicU64::new(0),
+            disagreements: AtomicU64::new(0),
+            submissions_in_flight: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
+            builders: Mutex::default(),
+            witnesses: Mutex::default(),
             batch_entries: Histogram::new(SIZES),
             sequencing_seconds: Histogram::new(SECONDS),
             commit_seconds: Histogram::new(SECONDS),
@@ -115,7 +204,44 @@ impl Metrics {
         self.rejections[why as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self) -> String {
+    /// The counters of a registered builder name. Callers pass only names of keys in the
+    /// builders file; [`Metrics::render`] shows only names the file holds now.
+    fn builder(&self, name: &str) -> Option<Arc<BuilderCounters>> {
+        let mut map = self.builders.lock().ok()?;
+        Some(Arc::clone(map.entry(name.to_owned()).or_default()))
+    }
+
+    /// Counts entries logged, by registered key name.
+    pub fn builders_logged<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for name in names {
+            *counts.entry(name).or_default() += 1;
+        }
+        for (name, n) in counts {
+            if let Some(c) = self.builder(name) {
+                c.logged.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// Counts a signature by a registered key name that did not verify.
+    pub fn builder_refused(&self, name: &str) {
+        if let Some(c) = self.builder(name) {
+            c.refused.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The counters of a witness of the policy, created at start.
+    pub fn witness(&self, name: &str) -> Arc<WitnessCounters> {
+        let counters = Arc::new(WitnessCounters::default());
+        if let Ok(mut w) = self.witnesses.lock() {
+            w.push((name.to_owned(), Arc::clone(&counters)));
+        }
+        counters
+    }
+
+    /// The page, with one series per builder name in `registry` and per policy witness.
+    pub fn render(&self, registry: &Registry) -> String {
         let mut out = String::new();
         let mut scalar = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(
@@ -166,6 +292,27 @@ impl Metrics {
             "Witness answers dropped because no line verified over the log's checkpoint.",
             &self.cosignatures_refused,
         );
+        scalar(
+            "reprolog_disagreements_total",
+            "counter",
+            "Entries logged whose NAR hash differs from the first NAR hash logged for the same \
+             store path (compared on 4 bytes; counted since start).",
+            &self.disagreements,
+        );
+        scalar(
+            "reprolog_submissions_in_flight",
+            "gauge",
+            "Submission requests being handled.",
+            &self.submissions_in_flight,
+        );
+        scalar(
+            "reprolog_submissions_total",
+            "counter",
+            "Submission requests answered, whatever the answer.",
+            &self.submissions,
+        );
+        self.render_builders(&mut out, registry);
+        self.render_witnesses(&mut out);
         let name = "reprolog_rejections_total";
         let _ = writeln!(
             out,
@@ -195,6 +342,89 @@ impl Metrics {
         );
         render_process(&mut out);
         out
+    }
+}
+
+impl Metrics {
+    fn render_builders(&self, out: &mut String, registry: &Registry) {
+        let mut names: Vec<&str> = registry.keys.iter().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let counters: Vec<Option<Arc<BuilderCounters>>> = {
+            let map = self.builders.lock();
+            names
+                .iter()
+                .map(|n| map.as_ref().ok().and_then(|m| m.get(*n).cloned()))
+                .collect()
+        };
+        let families = [
+            (
+                "reprolog_builder_entries_logged_total",
+                "Entries appended, by registered builder key name.",
+                true,
+            ),
+            (
+                "reprolog_builder_signatures_refused_total",
+                "Signatures by a registered builder key name that did not verify.",
+                false,
+            ),
+        ];
+        for (name, help, logged) in families {
+            header(out, name, "counter", help);
+            for (builder, c) in names.iter().zip(&counters) {
+                let v = c.as_ref().map_or(0, |c| {
+                    let counter = if logged { &c.logged } else { &c.refused };
+                    counter.load(Relaxed)
+                });
+                let _ = writeln!(out, "{name}{{builder=\"{}\"}} {v}", escape_label(builder));
+            }
+        }
+    }
+
+    fn render_witnesses(&self, out: &mut String) {
+        let Ok(witnesses) = self.witnesses.lock() else {
+            return;
+        };
+        type Field = fn(&WitnessCounters) -> &AtomicU64;
+        let families: [(&str, &str, Field); 3] = [
+            (
+                "reprolog_witness_cosignatures_requested_total",
+                "Cosignature requests to a witness of the policy.",
+                |c| &c.requested,
+            ),
+            (
+                "reprolog_witness_cosignatures_received_total",
+                "Requests answered with a cosignature that verifies over the log's checkpoint.",
+                |c| &c.received,
+            ),
+            (
+                "reprolog_witness_cosignatures_failed_total",
+                "Requests that brought no cosignature: down, timed out, refused, or a bad answer.",
+                |c| &c.failed,
+            ),
+        ];
+        for (name, help, field) in families {
+            header(out, name, "counter", help);
+            for (witness, c) in witnesses.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{witness=\"{}\"}} {}",
+                    escape_label(witness),
+                    field(c).load(Relaxed)
+                );
+            }
+        }
+        let name = "reprolog_witness_request_seconds";
+        header(
+            out,
+            name,
+            "histogram",
+            "Time of one cosignature request, answered or not (a timeout shows as the timeout).",
+        );
+        for (witness, c) in witnesses.iter() {
+            c.seconds
+                .render_series(out, name, &format!("witness=\"{}\"", escape_label(witness)));
+        }
     }
 }
 
@@ -239,6 +469,45 @@ pub fn cpu_seconds(stat: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("plain-name.1"), "plain-name.1");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn only_registered_builders_are_labels_and_witnesses_have_histograms() {
+        let registry = Registry::parse(
+            "b\"1:BqhvKVxd1hLVdYAs+GNDSchu8X4j6RPyHL6u1Z3XQqs=\n\
+             b2:BqhvKVxd1hLVdYAs+GNDSchu8X4j6RPyHL6u1Z3XQqs=\n",
+        )
+        .unwrap();
+        let m = Metrics::default();
+        m.builders_logged(["b\"1", "b\"1", "removed-since"]);
+        m.builder_refused("b2");
+        let w = m.witness("w\\0");
+        w.requested.fetch_add(2, Relaxed);
+        w.seconds.observe(0.02);
+        let text = m.render(&registry);
+        for line in [
+            "reprolog_builder_entries_logged_total{builder=\"b\\\"1\"} 2",
+            "reprolog_builder_entries_logged_total{builder=\"b2\"} 0",
+            "reprolog_builder_signatures_refused_total{builder=\"b2\"} 1",
+            "reprolog_witness_cosignatures_requested_total{witness=\"w\\\\0\"} 2",
+            "reprolog_witness_request_seconds_bucket{witness=\"w\\\\0\",le=\"0.025\"} 1",
+            "reprolog_witness_request_seconds_count{witness=\"w\\\\0\"} 1",
+            "reprolog_disagreements_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(!text.contains("removed-since"), "{text}");
+    }
+
     #[test]
     fn cpu_seconds_reads_utime_and_stime() {
         let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";

@@ -1,6 +1,12 @@
 //! Checkpoints: signs the durable tree size and publishes it, within about a second of the
 //! tree growing. A checkpoint is only ever made for a size the store has committed, is saved
-//! durably before anyone can fetch it, and never goes backwards.
+//! durably before anyone can fetch it, and never goes backwards. One task does all of it, so
+//! two checkpoints are never saved at once, including the last one at shutdown.
+//!
+//! While the tree does not grow, witnesses that have not cosigned the published checkpoint
+//! are asked again every `retry`, and their cosignatures are added to it: a witness that was
+//! down cosigns soon after it comes back, not at the next entry, which on a quiet log may be
+//! hours away.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
@@ -95,28 +101,110 @@ pub fn resume<S: LogStore>(store: &S, key: &SignerKey) -> Result<Published> {
     })
 }
 
+/// Adds the cosignatures of witnesses missing from the published checkpoint, if any of them
+/// answer now, and saves the result. `None` when nothing was added.
+fn recosign<S: LogStore>(
+    store: &S,
+    current: &Published,
+    witnesses: &Witnesses,
+) -> Result<Option<Published>> {
+    let mut note = Note::parse(current.note.as_bytes()).context("the published checkpoint")?;
+    let missing = witnesses.missing(&note);
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let added = witnesses.gather_from(store, &note, &current.checkpoint, &missing);
+    if added.is_empty() {
+        return Ok(None);
+    }
+    for sig in added {
+        note.add_signature(sig);
+    }
+    save(store, current.checkpoint.clone(), &note).map(Some)
+}
+
+fn latest(published: &SharedCheckpoint) -> Option<Arc<Published>> {
+    published.read().ok().map(|p| Arc::clone(&p))
+}
+
+/// What the publisher signs with, whom it asks, and how often.
+pub struct Settings {
+    pub key: SignerKey,
+    pub witnesses: Option<Arc<Witnesses>>,
+    /// The least time between checkpoints.
+    pub interval: Duration,
+    /// While idle, how often witnesses missing from the published checkpoint are asked again.
+    pub retry: Duration,
+}
+
 /// Publishes a new checkpoint whenever the durable size grows, at most once per `interval`,
 /// and once at start. With witnesses it first asks them to cosign, and retries every
-/// `interval` while it waits for a quorum.
+/// `interval` while it waits for a quorum; while idle it asks missing witnesses again every
+/// `retry`. When `finish` turns true it publishes a checkpoint of the durable size if it can,
+/// once, and returns the size of the checkpoint it leaves published.
 pub async fn run<S: LogStore>(
     store: Arc<S>,
-    key: SignerKey,
     mut size: watch::Receiver<u64>,
     published: SharedCheckpoint,
     metrics: Arc<Metrics>,
-    interval: Duration,
-    witnesses: Option<Arc<Witnesses>>,
-) {
+    settings: Settings,
+    mut finish: watch::Receiver<bool>,
+) -> u64 {
+    let Settings {
+        key,
+        witnesses,
+        interval,
+        retry,
+    } = settings;
+    let published_size = |p: &SharedCheckpoint| latest(p).map_or(0, |p| p.checkpoint.size);
     // At start the stored checkpoint is signed again for the current size, and cosigned.
     let mut pending = true;
+    let mut finishing = false;
     loop {
-        if !pending && size.changed().await.is_err() {
-            return;
+        finishing |= *finish.borrow();
+        if !pending && !finishing {
+            let missing = match (&witnesses, latest(&published)) {
+                (Some(w), Some(p)) => Note::parse(p.note.as_bytes())
+                    .map(|n| !w.missing(&n).is_empty())
+                    .unwrap_or(false),
+                _ => false,
+            };
+            tokio::select! {
+                changed = size.changed() => {
+                    if changed.is_err() {
+                        return published_size(&published);
+                    }
+                }
+                () = tokio::time::sleep(retry), if missing => {
+                    let (store, p, w) = (Arc::clone(&store), latest(&published), witnesses.clone());
+                    let again = tokio::task::spawn_blocking(move || match (p, w) {
+                        (Some(p), Some(w)) => recosign(&*store, &p, &w),
+                        _ => Ok(None),
+                    });
+                    match again.await {
+                        Ok(Ok(Some(p))) => {
+                            if let Ok(mut cur) = published.write() {
+                                *cur = Arc::new(p);
+                            }
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => tracing::error!("adding cosignatures: {e:#}"),
+                        Err(e) => tracing::error!("cosigning task failed: {e}"),
+                    }
+                    continue;
+                }
+                changed = finish.changed() => finishing = changed.is_err() || *finish.borrow(),
+            }
         }
-        tokio::time::sleep(interval).await;
+        if !finishing {
+            tokio::time::sleep(interval).await;
+        }
         let target = *size.borrow_and_update();
-        let current = published.read().map(|p| p.checkpoint.size).unwrap_or(0);
+        let current = published_size(&published);
         if target < current || (target == current && !pending) {
+            if finishing {
+                return current;
+            }
             continue;
         }
         let (store, key, w) = (Arc::clone(&store), key.clone(), witnesses.clone());
@@ -132,6 +220,9 @@ pub async fn run<S: LogStore>(
             Ok(Ok(None)) => pending = true,
             Ok(Err(e)) => tracing::error!("publishing a checkpoint for size {target}: {e:#}"),
             Err(e) => tracing::error!("checkpoint task failed: {e}"),
+        }
+        if finishing {
+            return published_size(&published);
         }
     }
 }
@@ -150,6 +241,7 @@ mod tests {
                 leaf: merkle::leaf_hash(format!("entry {i}").as_bytes()),
                 hash_part: "0".repeat(32),
                 builder: "b:key".into(),
+                nar_hash: [0; 32],
             })
             .collect();
         let leaves: Vec<_> = entries.iter().map(|e| e.leaf).collect();

@@ -4,6 +4,7 @@
 //! becomes the next batch, up to [`MAX_BATCH_ENTRIES`].
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,7 +116,7 @@ fn integrate<S: LogStore>(
     let duplicates = outcomes.iter().flatten().count() - fresh.len();
     metrics
         .entries_duplicate
-        .fetch_add(duplicates as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(duplicates as u64, Ordering::Relaxed);
     if fresh.is_empty() {
         return Ok((outcomes, start_size));
     }
@@ -126,18 +127,27 @@ fn integrate<S: LogStore>(
     })?;
     let count = fresh.len() as u64;
     let commit = Instant::now();
-    store.append(&AppendBatch {
+    let batch = AppendBatch {
         start_size,
         entries: fresh,
         nodes,
-    })?;
+    };
+    let appended = store.append(&batch)?;
     metrics.commit_seconds.observe_duration(commit.elapsed());
-    metrics.batch_entries.observe(count as f64);
     metrics
-        .entries_logged
-        .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        .disagreements
+        .fetch_add(appended.disagreements, Ordering::Relaxed);
+    // An entry exists only for a signature that verified under a registered key, so its key's
+    // name is one of the builders file.
+    metrics.builders_logged(batch.entries.iter().map(|e| {
+        e.builder
+            .split_once(':')
+            .map_or(e.builder.as_str(), |(n, _)| n)
+    }));
+    metrics.batch_entries.observe(count as f64);
+    metrics.entries_logged.fetch_add(count, Ordering::Relaxed);
     metrics
         .tree_size
-        .store(start_size + count, std::sync::atomic::Ordering::Relaxed);
+        .store(start_size + count, Ordering::Relaxed);
     Ok((outcomes, start_size + count))
 }

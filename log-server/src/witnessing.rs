@@ -1,7 +1,9 @@
 //! Gathering witness cosignatures (C2SP tlog-witness, client side). After each new checkpoint
 //! the log calls every witness in its policy at once, each with a timeout. A 409 tells the
 //! witness's size; the log then proves consistency from that size and asks again. A witness
-//! that is down or slow costs one timeout and is asked again at the next checkpoint.
+//! that is down or slow costs one timeout and is asked again at the next checkpoint, or,
+//! while the log is idle, every few seconds for the checkpoint already published (see
+//! [`crate::publisher`]), so that it cosigns soon after it comes back.
 //!
 //! A witness's answer is untrusted: only a line by the witness's key that verifies over the
 //! log's own checkpoint text is attached. Anything else (a cosignature of other text, lines
@@ -11,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::merkle;
@@ -19,7 +21,7 @@ use reprolog_verifier::note::{Note, NoteSignature, VerifierKey};
 use reprolog_verifier::policy::{Policy, PolicyLog, PolicyWitness};
 use reprolog_verifier::witness_request::AddCheckpoint;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WitnessCounters};
 use crate::storage::LogStore;
 
 /// The answers a witness may give that the log acts on.
@@ -30,6 +32,8 @@ enum Answer {
 
 pub struct Witnesses {
     witnesses: Vec<PolicyWitness>,
+    /// Each witness's metrics, in the order of `witnesses`.
+    counters: Vec<Arc<WitnessCounters>>,
     /// The policy, with this log added, to judge the quorum.
     policy: Policy,
     agent: ureq::Agent,
@@ -54,13 +58,15 @@ impl Witnesses {
         if policy.quorum.is_none() {
             policy.quorum = Some("none".into());
         }
+        let witnesses: Vec<PolicyWitness> = policy
+            .witnesses
+            .iter()
+            .filter(|w| w.url.is_some())
+            .cloned()
+            .collect();
         Witnesses {
-            witnesses: policy
-                .witnesses
-                .iter()
-                .filter(|w| w.url.is_some())
-                .cloned()
-                .collect(),
+            counters: witnesses.iter().map(|w| metrics.witness(&w.name)).collect(),
+            witnesses,
             policy,
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             sizes: Mutex::new(HashMap::new()),
@@ -78,6 +84,20 @@ impl Witnesses {
         self.policy.verify_checkpoint(note.as_bytes()).is_ok()
     }
 
+    /// The witnesses (by position) whose cosignature `note` lacks. The log attaches only
+    /// cosignatures it verified, so a line by a witness's key is taken as its cosignature.
+    pub fn missing(&self, note: &Note) -> Vec<usize> {
+        (0..self.witnesses.len())
+            .filter(|&i| {
+                let key = &self.witnesses[i].key;
+                !note
+                    .signatures()
+                    .iter()
+                    .any(|s| s.name == key.name() && s.key_id == key.key_id())
+            })
+            .collect()
+    }
+
     /// Asks every witness to cosign `note` (signed by the log) and returns the cosignatures
     /// that verify under the witnesses' keys.
     pub fn gather<S: LogStore>(
@@ -86,11 +106,23 @@ impl Witnesses {
         note: &Note,
         checkpoint: &Checkpoint,
     ) -> Vec<NoteSignature> {
+        let all: Vec<usize> = (0..self.witnesses.len()).collect();
+        self.gather_from(store, note, checkpoint, &all)
+    }
+
+    /// Asks the witnesses at `which` (positions), all at once.
+    pub fn gather_from<S: LogStore>(
+        &self,
+        store: &S,
+        note: &Note,
+        checkpoint: &Checkpoint,
+        which: &[usize],
+    ) -> Vec<NoteSignature> {
         std::thread::scope(|scope| {
-            let calls: Vec<_> = self
-                .witnesses
+            let calls: Vec<_> = which
                 .iter()
-                .map(|w| scope.spawn(move || self.ask(store, w, note, checkpoint)))
+                .filter(|&&i| i < self.witnesses.len())
+                .map(|&i| scope.spawn(move || self.ask_counted(store, i, note, checkpoint)))
                 .collect();
             calls
                 .into_iter()
@@ -99,43 +131,88 @@ impl Witnesses {
         })
     }
 
+    /// Asks witness `i`, counting the request and logging a witness only when it goes from
+    /// answering to failing or back, so that asking a dead witness again and again while the
+    /// log is idle does not fill the log.
+    fn ask_counted<S: LogStore>(
+        &self,
+        store: &S,
+        i: usize,
+        note: &Note,
+        checkpoint: &Checkpoint,
+    ) -> Option<NoteSignature> {
+        let (w, counters) = (&self.witnesses[i], &self.counters[i]);
+        counters.requested.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = self.ask(store, w, note, checkpoint);
+        counters.seconds.observe_duration(started.elapsed());
+        match result {
+            Ok(sig) => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                if counters.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "witness {} cosigns again (size {})",
+                        w.name,
+                        checkpoint.size
+                    );
+                }
+                Some(sig)
+            }
+            Err(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                if counters.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!("witness {}: {e}", w.name);
+                } else {
+                    tracing::warn!("witness {}: {e}; it is asked again while it fails", w.name);
+                }
+                None
+            }
+        }
+    }
+
     fn ask<S: LogStore>(
         &self,
         store: &S,
         w: &PolicyWitness,
         note: &Note,
         checkpoint: &Checkpoint,
-    ) -> Option<NoteSignature> {
-        let known = self.sizes.lock().ok()?.get(&w.name).copied().unwrap_or(0);
+    ) -> Result<NoteSignature, String> {
+        let poisoned = || "the witness size table is poisoned".to_owned();
+        let known = self
+            .sizes
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&w.name)
+            .copied()
+            .unwrap_or(0);
         let mut old = known;
         for _ in 0..2 {
-            match self.call(store, w, note, checkpoint, old) {
-                Ok(Answer::Cosigned(sig)) => {
+            match self.call(store, w, note, checkpoint, old)? {
+                Answer::Cosigned(sig) => {
                     self.sizes
                         .lock()
-                        .ok()?
+                        .map_err(|_| poisoned())?
                         .insert(w.name.clone(), checkpoint.size);
-                    return Some(sig);
+                    return Ok(sig);
                 }
-                Ok(Answer::Holds(size)) if size <= checkpoint.size && size != old => {
-                    self.sizes.lock().ok()?.insert(w.name.clone(), size);
+                Answer::Holds(size) if size <= checkpoint.size && size != old => {
+                    self.sizes
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .insert(w.name.clone(), size);
                     old = size;
                 }
-                Ok(Answer::Holds(size)) => {
-                    tracing::warn!(
-                        "witness {} holds size {size}, cannot advance it to {}",
-                        w.name,
+                Answer::Holds(size) => {
+                    return Err(format!(
+                        "it holds size {size}, and cannot be advanced to {}",
                         checkpoint.size
-                    );
-                    return None;
-                }
-                Err(e) => {
-                    tracing::warn!("witness {}: {e}", w.name);
-                    return None;
+                    ));
                 }
             }
         }
-        None
+        Err(format!(
+            "it named another size twice (after {old}); asked again later"
+        ))
     }
 
     fn call<S: LogStore>(

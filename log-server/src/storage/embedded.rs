@@ -7,13 +7,17 @@
 //! - `paths.pages`, `paths.dir`: a [`hash_index`] from store paths to their entries;
 //! - `leaves.pages`, `leaves.dir`: a [`hash_index`] from leaf hashes to their entry, for the
 //!   duplicate check;
+//! - `firsts.pages`, `firsts.dir`: a [`hash_index`] from store paths to their first entry and
+//!   the first 4 bytes of its NAR hash, so that a disagreement is told with one page read
+//!   however long the path's history;
 //! - `index/`: a sled database holding the size, the latest checkpoint and per-builder counts.
 //!
 //! A batch is written at the end of the three files and `fdatasync`ed, and only then is the
 //! new size committed in sled and flushed. The size is therefore never durable before the
 //! data below it. Bytes a crash leaves past the size are cut off when the store opens, and
-//! never read before. The path index is derived from the entries: it is updated after each
-//! commit, saved now and then, and brought up to the size when the store opens.
+//! never read before. The hash indexes are derived from the entries: they are updated after
+//! each commit, saved now and then, and brought up to the size when the store opens (a store
+//! from before the firsts index builds it then, once, from every entry).
 //!
 //! Why not sled for everything: a general B-tree costs about 60 µs of CPU per entry for the
 //! five inserts of the first layout, and its memory grew with the database. Appends and
@@ -29,9 +33,10 @@ use std::sync::{Mutex, RwLock};
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
 
+use super::hash_index::Key;
 use super::hash_index::{leaf_key, path_key, HashIndex, Record};
 use super::post_order::{node_count, position};
-use super::{AppendBatch, LogStore, StoreError};
+use super::{AppendBatch, Appended, LogStore, StoreError};
 
 const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
@@ -52,6 +57,7 @@ pub struct EmbeddedStore {
     index: sled::Db,
     paths: HashIndex,
     leaves: HashIndex,
+    firsts: HashIndex,
     /// Set when an append failed after its first write: appending stops, and a restart
     /// recovers from what is durable (and brings the path index up to date).
     failed: AtomicBool,
@@ -147,6 +153,7 @@ impl EmbeddedStore {
         refuse_version_1(&data, &offsets, size)?;
         let (paths, paths_indexed) = HashIndex::open(dir, "paths")?;
         let (leaves, leaves_indexed) = HashIndex::open(dir, "leaves")?;
+        let (firsts, firsts_indexed) = HashIndex::open(dir, "firsts")?;
         let store = EmbeddedStore {
             dir: dir.to_path_buf(),
             data,
@@ -155,6 +162,7 @@ impl EmbeddedStore {
             index,
             paths,
             leaves,
+            firsts,
             failed: AtomicBool::new(false),
             upper: RwLock::new(Vec::new()),
             size: AtomicU64::new(size),
@@ -174,7 +182,10 @@ impl EmbeddedStore {
             })
             .collect::<Result<_, _>>()?;
         *store.upper.write().map_err(|_| poisoned())? = upper;
-        store.index_entries(paths_indexed.min(size), leaves_indexed.min(size), size)?;
+        store.index_entries(
+            [paths_indexed, leaves_indexed, firsts_indexed].map(|i| i.min(size)),
+            size,
+        )?;
         Ok(store)
     }
 
@@ -216,24 +227,25 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Brings the path index up from entry `paths_from` and the leaf index up from
-    /// `leaves_from` to `size`.
-    fn index_entries(
-        &self,
-        paths_from: u64,
-        leaves_from: u64,
-        size: u64,
-    ) -> Result<(), StoreError> {
-        let mut at = paths_from.min(leaves_from);
+    /// Brings the path, leaf and firsts indexes up to `size` from the entry each is complete
+    /// to.
+    fn index_entries(&self, from: [u64; 3], size: u64) -> Result<(), StoreError> {
+        let [paths_from, leaves_from, firsts_from] = from;
+        let mut at = paths_from.min(leaves_from).min(firsts_from);
         while at < size {
             let chunk = self.entries(at..size.min(at + 4096))?;
             for bytes in &chunk {
                 let leaf = merkle::leaf_hash(bytes);
-                if at >= paths_from {
+                if at >= paths_from || at >= firsts_from {
                     let entry = Entry::decode(bytes)
                         .map_err(|e| StoreError::Corrupt(format!("entry {at}: {e}")))?;
                     let key = path_key(entry.store_path.hash_part())?;
-                    self.paths.insert(Record::new(key, at, &leaf))?;
+                    if at >= paths_from {
+                        self.paths.insert(Record::new(key, at, &leaf))?;
+                    }
+                    if at >= firsts_from {
+                        self.disagrees_with_first(key, at, &entry.nar_hash.0)?;
+                    }
                 }
                 if at >= leaves_from {
                     self.leaves
@@ -243,7 +255,28 @@ impl EmbeddedStore {
             }
         }
         self.paths.indexed_up_to(size)?;
-        self.leaves.indexed_up_to(size)
+        self.leaves.indexed_up_to(size)?;
+        self.firsts.indexed_up_to(size)
+    }
+
+    /// Whether entry `index` of the path `key` has another NAR hash than the path's first
+    /// entry; files it as the first when the path has none. One page read: the firsts index
+    /// holds one record per path, whatever the path's history. Hashes are compared on their
+    /// first 4 bytes, so two differing NAR hashes go unnoticed once in 2^32; the metric is a
+    /// signal to look, the entries themselves are the evidence.
+    fn disagrees_with_first(
+        &self,
+        key: Key,
+        index: u64,
+        nar_hash: &Hash,
+    ) -> Result<bool, StoreError> {
+        match self.firsts.lookup(&key)?.first() {
+            Some(first) => Ok(first.index < index && first.hash_prefix != nar_hash[..4]),
+            None => {
+                self.firsts.insert(Record::new(key, index, nar_hash))?;
+                Ok(false)
+            }
+        }
     }
 }
 
@@ -342,7 +375,7 @@ impl LogStore for EmbeddedStore {
         Ok(None)
     }
 
-    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+    fn append(&self, batch: &AppendBatch) -> Result<Appended, StoreError> {
         let mut data_end = self
             .data_end
             .lock()
@@ -370,9 +403,11 @@ impl LogStore for EmbeddedStore {
             data.extend_from_slice(&e.bytes);
             offsets.extend_from_slice(&(*data_end + data.len() as u64).to_le_bytes());
             let index = start + i as u64;
+            let key = path_key(&e.hash_part)?;
             records.push((
-                Record::new(path_key(&e.hash_part)?, index, &e.leaf),
+                Record::new(key, index, &e.leaf),
                 Record::new(leaf_key(&e.leaf), index, &e.leaf),
+                (key, index, e.nar_hash),
             ));
             *counts.entry(&e.builder).or_default() += 1;
         }
@@ -400,12 +435,18 @@ impl LogStore for EmbeddedStore {
             *data_end += added;
             self.size.store(end, Ordering::Release);
             self.remember_upper_levels(&batch.nodes)?;
-            for (by_path, by_leaf) in records {
+            let mut disagreements = 0;
+            // In log order, so that a path's first entry in this batch is filed before the
+            // batch's later entries of that path are compared with it.
+            for (by_path, by_leaf, (key, index, nar_hash)) in records {
                 self.paths.insert(by_path)?;
                 self.leaves.insert(by_leaf)?;
+                disagreements += u64::from(self.disagrees_with_first(key, index, &nar_hash)?);
             }
             self.paths.indexed_up_to(end)?;
-            self.leaves.indexed_up_to(end)
+            self.leaves.indexed_up_to(end)?;
+            self.firsts.indexed_up_to(end)?;
+            Ok(Appended { disagreements })
         });
         if committed.is_err() {
             self.failed.store(true, Ordering::Release);
@@ -501,6 +542,8 @@ impl LogStore for EmbeddedStore {
             "paths.dir",
             "leaves.pages",
             "leaves.dir",
+            "firsts.pages",
+            "firsts.dir",
         ] {
             let path = self.dir.join(name);
             if name.ends_with(".dir") && !path.exists() {
@@ -591,6 +634,7 @@ mod tests {
             bytes,
             hash_part,
             builder: entry.builder.to_string(),
+            nar_hash: entry.nar_hash.0,
         }
     }
 
@@ -763,6 +807,47 @@ mod tests {
         check(&store, 10);
         append(&store, 10..20);
         check(&store, 20);
+    }
+
+    /// Appends `entries` at the end of the log; returns the disagreements the store found.
+    fn append_entries(store: &EmbeddedStore, entries: Vec<NewEntry>) -> u64 {
+        let start_size = store.size().unwrap();
+        let leaves: Vec<Hash> = entries.iter().map(|e| e.leaf).collect();
+        let nodes = merkle::append_leaves(start_size, &leaves, store).unwrap();
+        store
+            .append(&AppendBatch {
+                start_size,
+                entries,
+                nodes,
+            })
+            .unwrap()
+            .disagreements
+    }
+
+    #[test]
+    fn disagreements_are_told_against_each_paths_first_nar_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        // Entries 0, 1, 2 are one path with three NAR hashes; entry 3 starts the next path.
+        assert_eq!(append_entries(&store, (0..4).map(entry).collect()), 2);
+        // The path of entries 3 to 5 is completed in another batch.
+        assert_eq!(append_entries(&store, (4..6).map(entry).collect()), 2);
+        // Another builder agreeing with each path's first NAR hash is no disagreement, but
+        // agreeing only with a later one is.
+        let first_of_path_0 = new_entry(0, "e0", &0u64.to_be_bytes(), 1000, "other");
+        let second_of_path_1 = new_entry(1, "e4", &4u64.to_be_bytes(), 1004, "other");
+        assert_eq!(
+            append_entries(&store, vec![first_of_path_0, second_of_path_1]),
+            1
+        );
+        drop(store);
+        // Rebuilt from the log on opening (its directory was never saved): still the first.
+        assert!(!dir.path().join("firsts.dir").exists());
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        let again = new_entry(0, "e0", &0u64.to_be_bytes(), 1000, "third");
+        let differs = new_entry(0, "e0", b"another", 1000, "third");
+        assert_eq!(append_entries(&store, vec![again]), 0);
+        assert_eq!(append_entries(&store, vec![differs]), 1);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A hash index from 20-byte keys to entry indexes, as an extendible hash table of 4 KiB
-//! pages in one file. The store keeps two: store path hashes to the entries of that path (for
-//! lookups by path), and leaf hashes to their entry (for the duplicate check, whose cost must
-//! not grow with a path's history: a path's records can fill many pages, a leaf has one).
+//! pages in one file. The store keeps three: store path hashes to the entries of that path
+//! (for lookups by path); leaf hashes to their entry (for the duplicate check); and store path
+//! hashes to the path's first entry only (for telling disagreements). The last two exist so
+//! that sequencing an entry never costs more on a path with a long history: a path's records
+//! can fill many pages, a leaf or a path's first entry has one record.
 //!
 //! Why not sled: with random keys (store path hashes) sled's inserts cost 10 µs of CPU at 10^5
 //! keys and 60 µs at 4·10^6 with a bounded cache, and with a large cache its memory grows
@@ -10,9 +12,9 @@
 //!
 //! Layout. A page is 128 slots of 32 bytes. Slot 0 is the header (local depth, next overflow
 //! page); the others hold records: the key (20 bytes), the entry index plus one (8 bytes,
-//! 0 = empty slot), and the first 4 bytes of the leaf hash. Pages are found through a
-//! directory indexed by the top bits of a keyed hash of the key; the hash key is secret so
-//! that submitters cannot pile paths into one bucket. Records of one key share a bucket;
+//! 0 = empty slot), and the first 4 bytes of a hash (the leaf hash; in the firsts index, the
+//! NAR hash). Pages are found through a directory indexed by the top bits of a keyed hash of
+//! the key; the hash key is secret so that submitters cannot pile paths into one bucket. Records of one key share a bucket;
 //! when more than a page of them share it, overflow pages are chained.
 //!
 //! Crash safety. The index is derived from the log, so it need not be durable with each
@@ -70,17 +72,18 @@ pub fn leaf_key(leaf: &Hash) -> Key {
 pub struct Record {
     pub key: Key,
     pub index: u64,
-    pub leaf_prefix: [u8; 4],
+    pub hash_prefix: [u8; 4],
 }
 
 impl Record {
-    pub fn new(key: Key, index: u64, leaf: &Hash) -> Self {
-        let mut leaf_prefix = [0; 4];
-        leaf_prefix.copy_from_slice(&leaf[..4]);
+    /// A record holding the first 4 bytes of `hash`.
+    pub fn new(key: Key, index: u64, hash: &Hash) -> Self {
+        let mut hash_prefix = [0; 4];
+        hash_prefix.copy_from_slice(&hash[..4]);
         Record {
             key,
             index,
-            leaf_prefix,
+            hash_prefix,
         }
     }
 
@@ -88,7 +91,7 @@ impl Record {
         let mut slot = [0u8; SLOT];
         slot[..KEY].copy_from_slice(&self.key);
         slot[KEY..KEY + 8].copy_from_slice(&(self.index + 1).to_le_bytes());
-        slot[KEY + 8..].copy_from_slice(&self.leaf_prefix);
+        slot[KEY + 8..].copy_from_slice(&self.hash_prefix);
         slot
     }
 
@@ -97,7 +100,7 @@ impl Record {
         Some(Record {
             key: slot[..KEY].try_into().ok()?,
             index: stored.checked_sub(1)?,
-            leaf_prefix: slot[KEY + 8..].try_into().ok()?,
+            hash_prefix: slot[KEY + 8..].try_into().ok()?,
         })
     }
 }
@@ -579,7 +582,7 @@ impl HashIndex {
         );
         std::thread::spawn(move || {
             if let Err(e) = save(&pages, &dir_path, &snapshot) {
-                tracing::error!("saving the path index: {e}");
+                tracing::error!("saving {}: {e}", dir_path.display());
             }
             saving.store(false, Ordering::Release);
         });

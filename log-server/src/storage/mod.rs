@@ -32,6 +32,8 @@ pub struct NewEntry {
     pub hash_part: String,
     /// The builder key, `name:base64`, for per-builder counts.
     pub builder: String,
+    /// The NAR hash the builder signed, to tell disagreements about a path.
+    pub nar_hash: Hash,
 }
 
 /// A batch of entries appended at `start_size`, with every tree node they complete.
@@ -42,6 +44,13 @@ pub struct AppendBatch {
     pub nodes: Vec<(NodeId, Hash)>,
 }
 
+/// What an append found besides storing the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Entries whose NAR hash differs from the first one logged for their store path.
+    pub disagreements: u64,
+}
+
 /// The log's storage. Every method is blocking; async callers use `spawn_blocking`.
 pub trait LogStore: HashReader<Error = StoreError> + Send + Sync + 'static {
     /// The number of entries durably stored.
@@ -50,8 +59,9 @@ pub trait LogStore: HashReader<Error = StoreError> + Send + Sync + 'static {
     /// many entries the entry's store path has.
     fn find_entry(&self, leaf: &Hash) -> Result<Option<u64>, StoreError>;
     /// Appends a batch in one atomic, durable commit. Fails without writing anything if the
-    /// log is not at `batch.start_size`.
-    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
+    /// log is not at `batch.start_size`. Telling a disagreement costs the same on a path with
+    /// one event as on a path with millions: the history is never read.
+    fn append(&self, batch: &AppendBatch) -> Result<Appended, StoreError>;
     /// The entries in `range`; stops early at the end of the log.
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError>;
     /// The first `limit` indexes of the entries filed under a store path hash part after
