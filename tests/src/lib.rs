@@ -110,12 +110,24 @@ pub struct Service {
     child: Child,
     pub url: String,
     pub data: PathBuf,
+    log_path: PathBuf,
 }
 
 impl Service {
     /// Starts `bin serve --data DATA --listen 127.0.0.1:0 EXTRA…` and waits until it listens;
     /// on failure returns what it printed to stderr.
     pub fn try_start(bin: &str, data: &Path, extra: &[&str]) -> Result<Service, String> {
+        Self::try_start_on(bin, data, "127.0.0.1:0", extra)
+    }
+
+    /// As [`Service::try_start`], listening on `listen`, so that a restarted witness keeps
+    /// the URL a log's policy names.
+    pub fn try_start_on(
+        bin: &str,
+        data: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Result<Service, String> {
         std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
         let log_path = data.join(format!("{bin}.log"));
         let log = std::fs::OpenOptions::new()
@@ -127,7 +139,7 @@ impl Service {
             .arg("serve")
             .arg("--data")
             .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -147,6 +159,7 @@ impl Service {
                 child,
                 url,
                 data: data.to_owned(),
+                log_path,
             }),
             Err(_) => {
                 let _ = child.kill();
@@ -165,6 +178,57 @@ impl Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends a signal by name (`TERM`, `HUP`, `INT`), as an operator or a service manager
+    /// would.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// The exit status once the process has exited, waiting at most `limit`; `None` while it
+    /// still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the process wrote to stderr so far (its log file, `DATA/<binary>.log`).
+    pub fn log(&self) -> Vec<u8> {
+        std::fs::read(&self.log_path).unwrap_or_default()
+    }
+
+    /// The value of one series in its `/metrics` page, `name{labels}` exactly as written
+    /// there; `None` when the page does not have it.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_in(&self.metrics(), series)
+    }
+
+    /// Its `/metrics` page.
+    pub fn metrics(&self) -> String {
+        let (status, body) = get(&format!("{}/metrics", self.url));
+        assert_eq!(status, 200, "GET /metrics");
+        String::from_utf8(body).expect("metrics are UTF-8")
+    }
+}
+
+/// The value of one series (`name{labels}` as written) in a Prometheus text page.
+pub fn metric_in(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 impl Server {
@@ -245,8 +309,13 @@ service_handle!(
 
 impl Witness {
     pub fn start(data: &Path, extra: &[&str]) -> Witness {
+        Self::start_on(data, "127.0.0.1:0", extra)
+    }
+
+    /// Starts the witness listening on `listen`.
+    pub fn start_on(data: &Path, listen: &str, extra: &[&str]) -> Witness {
         Witness(
-            Service::try_start("reprolog-witness", data, extra)
+            Service::try_start_on("reprolog-witness", data, listen, extra)
                 .unwrap_or_else(|e| panic!("witness did not start: {e}")),
         )
     }
