@@ -862,9 +862,10 @@ mod tests {
     }
 }
 
-/// A benchmark, not a test: `cargo test --release -p reprolog-server bench_crowded_path --
+/// Benchmarks, not tests: `cargo test --release -p reprolog-server bench_crowded_path --
 /// --ignored --nocapture` prints what sequencing an entry costs (the duplicate check, then the
-/// durable append) on a store path with 10^5 events and on fresh paths.
+/// durable append) on a store path with 10^5 events and on fresh paths;
+/// `bench_disagreement_check` prints what telling a disagreement costs per entry.
 #[cfg(test)]
 mod bench {
     use super::*;
@@ -934,5 +935,67 @@ mod bench {
                  chain (the old duplicate check, per entry) {chain_read:.0} µs"
             );
         }
+    }
+
+    /// The firsts-index check alone, as `append` runs it for each entry: on 10^6 fresh paths
+    /// (a miss and an insert each), on paths seen before (a hit), and on one path with 10^5
+    /// events, whose cost must be the same.
+    #[test]
+    #[ignore]
+    fn bench_disagreement_check() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let store = EmbeddedStore::open(dir.path(), 16 << 20).unwrap();
+        let key = |path: u64| -> Key {
+            sha2::Sha256::digest(path.to_be_bytes())[..20]
+                .try_into()
+                .unwrap()
+        };
+        let nar = |seed: u64| -> Hash { sha2::Sha256::digest(seed.to_le_bytes()).into() };
+        let per_entry = |start: Instant, n: u64| start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let paths = 1_000_000u64;
+        let mut index = 0;
+        let start = Instant::now();
+        for p in 0..paths {
+            assert!(!store.disagrees_with_first(key(p), index, &nar(p)).unwrap());
+            index += 1;
+        }
+        let fresh = per_entry(start, paths);
+        let hits = 200_000u64;
+        let start = Instant::now();
+        let mut found = 0;
+        for i in 0..hits {
+            let p = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % paths;
+            found += u64::from(
+                store
+                    .disagrees_with_first(key(p), index, &nar(p + 1))
+                    .unwrap(),
+            );
+            index += 1;
+        }
+        assert_eq!(found, hits, "every one differs from its path's first");
+        let seen = per_entry(start, hits);
+        let crowded = key(u64::MAX);
+        store.disagrees_with_first(crowded, index, &nar(0)).unwrap();
+        let mut timings = Vec::new();
+        for round in 0..10u64 {
+            let start = Instant::now();
+            for i in 0..10_000 {
+                index += 1;
+                store
+                    .disagrees_with_first(crowded, index, &nar(round * 10_000 + i))
+                    .unwrap();
+            }
+            timings.push(per_entry(start, 10_000));
+        }
+        println!(
+            "disagreement check per entry, {paths} paths in the index: new path {fresh:.2} µs, \
+             path seen before {seen:.2} µs, one path from 1 to 10^5 events: {}",
+            timings
+                .iter()
+                .map(|t| format!("{t:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 }
