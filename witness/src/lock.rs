@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "{} is in use by another reprolog-server (pid {})",
+                "{} is in use by another reprolog-witness (pid {})",
                 dir.path().display(),
                 std::process::id()
             )
