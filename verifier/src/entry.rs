@@ -77,15 +77,7 @@ impl Entry {
         builder: &NixPublicKey,
         sig: &NixSignature,
     ) -> Result<Self, EntryError> {
-        let entry = Entry {
-            kind: EntryKind::CacheSignature,
-            store_path: info.store_path.clone(),
-            nar_hash: info.nar_hash,
-            nar_size: info.nar_size,
-            references: info.references.clone(),
-            builder: builder.clone(),
-            signature: sig.signature,
-        };
+        let entry = Self::claim(info, builder, sig);
         if sig.key_name != builder.name {
             return Err(EntryError::KeyNameMismatch {
                 sig: sig.key_name.clone(),
@@ -94,6 +86,21 @@ impl Entry {
         }
         entry.verify_signature()?;
         Ok(entry)
+    }
+
+    /// The entry `sig` would make as `builder`'s signature of `info`, unchecked: for looking
+    /// it up in a log before paying for a verification. Trust it only once
+    /// [`Entry::verify_signature`] (or [`Entry::from_narinfo`]) has passed.
+    pub fn claim(info: &NarInfo, builder: &NixPublicKey, sig: &NixSignature) -> Self {
+        Entry {
+            kind: EntryKind::CacheSignature,
+            store_path: info.store_path.clone(),
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            references: info.references.clone(),
+            builder: builder.clone(),
+            signature: sig.signature,
+        }
     }
 
     /// The bytes the builder signed.

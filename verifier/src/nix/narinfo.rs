@@ -10,8 +10,10 @@ use std::collections::BTreeSet;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 
-use super::keys::{NixPublicKey, NixSecretKey, NixSignature};
+use super::keys::{NixPublicKey, NixSecretKey};
 use super::nix32;
+pub use super::signatures::SignatureStatus;
+use super::signatures::{classify, SameNameKeys};
 use super::store_path::{check_base_name, StorePath, StorePathError};
 
 /// A narinfo parse error, with the 1-based line it was found on.
@@ -87,19 +89,6 @@ pub struct NarInfo {
     /// `Sig:` values as written, sorted and distinct.
     pub sigs: BTreeSet<String>,
     pub ca: Option<String>,
-}
-
-/// What one `Sig:` line amounts to against a set of trusted keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SignatureStatus {
-    /// Verifies under the trusted key of that name.
-    Valid(NixPublicKey),
-    /// Names a trusted key but does not verify under it.
-    Invalid,
-    /// Names no trusted key.
-    Untrusted,
-    /// Is not `name:base64(64 bytes)`.
-    Malformed(String),
 }
 
 fn parse_u64(line: usize, v: &str) -> Result<u64, NarInfoError> {
@@ -258,20 +247,14 @@ impl NarInfo {
         self.sigs.insert(key.sign(&self.fingerprint()).to_string());
     }
 
-    /// Checks every `Sig:` line against `trusted`, in the order the file lists them.
+    /// Checks every `Sig:` line against `trusted` as Nix does (the first trusted key of a
+    /// name counts; [`SameNameKeys::FirstOnly`]), in the order the file lists them.
     pub fn check_signatures(&self, trusted: &[NixPublicKey]) -> Vec<(String, SignatureStatus)> {
         let fp = self.fingerprint();
         self.sigs
             .iter()
             .map(|raw| {
-                let status = match NixSignature::parse(raw) {
-                    Err(e) => SignatureStatus::Malformed(e.to_string()),
-                    Ok(sig) => match trusted.iter().find(|k| k.name == sig.key_name) {
-                        None => SignatureStatus::Untrusted,
-                        Some(k) if k.verify(&fp, &sig) => SignatureStatus::Valid(k.clone()),
-                        Some(_) => SignatureStatus::Invalid,
-                    },
-                };
+                let status = classify(&fp, raw, trusted, SameNameKeys::FirstOnly);
                 (raw.clone(), status)
             })
             .collect()
