@@ -12,7 +12,6 @@ use std::process::Command;
 use reprolog_tests::{
     get, get_json, submit, testdata, workspace_bin, write_builders, Server, Service,
 };
-use reprolog_verifier::cosignature::cosign;
 use reprolog_verifier::nix::{nix32, NarInfo, NixSecretKey};
 use reprolog_verifier::note::{Note, SignerKey};
 use reprolog_verifier::policy::Policy;
@@ -292,10 +291,10 @@ fn hostile_witness(key: SignerKey) -> String {
             let text = note.text().to_owned();
             let answer = if n == 0 {
                 let extended = format!("{text}\nextra\n");
-                format!("extra\n\n{}", cosign(&key, &extended, 2).to_line())
+                format!("extra\n\n{}", key.cosign(&extended, 2).to_line())
             } else {
                 let other_root = text.replacen('\n', "\n9", 1);
-                cosign(&key, &other_root, 1).to_line()
+                key.cosign(&other_root, 1).to_line()
             };
             let _ = write!(
                 stream,
@@ -349,7 +348,8 @@ fn invalid_signatures_cost_bounded_work_and_get_a_small_answer() {
         (&impostor, "refused after 17 signatures that do not verify"),
         (&stranger, "no valid signature"),
     ] {
-        let body: Vec<String> = (0..5000)
+        // As many narinfos as one request may hold.
+        let body: Vec<String> = (0..4096)
             .map(|v| narinfo_of_path(key, &format!("p{v}"), v, 0))
             .collect();
         let body = body.join("\n");
@@ -368,10 +368,22 @@ fn invalid_signatures_cost_bounded_work_and_get_a_small_answer() {
         assert!(a["first_reasons"].as_array().unwrap().len() <= 8);
         println!("{error}: {} byte answer in {elapsed:?}", raw.len());
     }
+    // One more narinfo than a request may hold: refused before anything is verified.
+    let body: Vec<String> = (0..4097)
+        .map(|v| narinfo_of_path(&builder, &format!("q{v}"), v, 0))
+        .collect();
+    let (status, raw) = reprolog_tests::post_raw(
+        &format!("{}/api/v1/narinfo", server.url),
+        "text/x-nix-narinfo",
+        body.join("\n").as_bytes(),
+    );
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&raw));
+    assert!(String::from_utf8_lossy(&raw).contains("at most 4096"));
     assert_eq!(metric(&server, "reprolog_tree_size"), 0);
     let (_, m) = get(&format!("{}/metrics", server.url));
     let m = String::from_utf8(m).unwrap();
     assert!(m.contains("reprolog_rejections_total{reason=\"invalid_signatures\"} 1"));
+    assert!(m.contains("reprolog_rejections_total{reason=\"too_many_items\"} 1"));
 }
 
 #[test]

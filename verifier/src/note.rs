@@ -194,16 +194,26 @@ impl SignerKey {
         VerifierKey::new(&self.name, ALG_COSIGNATURE_V1, self.key.verifying_key())
     }
 
-    pub(crate) fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
-        self.key.sign(msg).to_bytes()
-    }
-
     /// An Ed25519 note signature over `text`.
     pub fn sign(&self, text: &str) -> NoteSignature {
         NoteSignature {
             name: self.name.clone(),
             key_id: self.key_id(),
-            signature: self.sign_bytes(text.as_bytes()).to_vec(),
+            signature: self.key.sign(text.as_bytes()).to_bytes().to_vec(),
+        }
+    }
+
+    /// This key's cosignature/v1 line over a checkpoint body at `timestamp` (seconds since
+    /// the epoch), as a witness adds it to the checkpoint's note. It verifies under
+    /// [`SignerKey::cosignature_verifier_key`].
+    pub fn cosign(&self, checkpoint_text: &str, timestamp: u64) -> NoteSignature {
+        let signature = self
+            .key
+            .sign(&cosignature::signed_message(checkpoint_text, timestamp));
+        NoteSignature {
+            name: self.name.clone(),
+            key_id: self.cosignature_verifier_key().key_id(),
+            signature: cosignature::encode(timestamp, &signature),
         }
     }
 }
@@ -281,7 +291,9 @@ impl VerifierKey {
     /// its timestamp; a valid Ed25519 signature yields `None`.
     pub fn verify(&self, text: &str, signature: &[u8]) -> Result<Option<u64>, InvalidSignature> {
         match self.alg {
-            ALG_COSIGNATURE_V1 => cosignature::verify(&self.key, text, signature).map(Some),
+            ALG_COSIGNATURE_V1 => cosignature::verify(&self.key, text, signature)
+                .map(Some)
+                .map_err(|cosignature::InvalidCosignature| InvalidSignature),
             _ => {
                 let sig = ed25519_dalek::Signature::from_slice(signature)
                     .map_err(|_| InvalidSignature)?;

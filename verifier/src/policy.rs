@@ -264,7 +264,6 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cosignature::cosign;
     use crate::note::SignerKey;
 
     fn key(name: &str, seed: u8) -> SignerKey {
@@ -291,18 +290,18 @@ mod tests {
         let cp = Checkpoint::new("example.com/log", 3, [7; 32]);
         let mut note = Note::new(&cp.to_text()).unwrap();
         note.sign(&log);
-        note.add_signature(cosign(&ws[0], note.text(), 5));
-        note.add_signature(cosign(&ws[2], note.text(), 5));
+        note.add_signature(ws[0].cosign(note.text(), 5));
+        note.add_signature(ws[2].cosign(note.text(), 5));
         let err = policy
             .verify_checkpoint(note.encode().as_bytes())
             .unwrap_err();
         assert!(matches!(err, RejectedCheckpoint::NoQuorum { .. }), "{err}");
-        note.add_signature(cosign(&ws[1], note.text(), 6));
+        note.add_signature(ws[1].cosign(note.text(), 6));
         let ok = policy.verify_checkpoint(note.encode().as_bytes()).unwrap();
         assert_eq!(ok.cosigned_by, vec!["A", "B", "C"]);
 
         // A forged cosignature from a known witness refuses the note.
-        let mut forged = cosign(&ws[1], note.text(), 6);
+        let mut forged = ws[1].cosign(note.text(), 6);
         forged.signature[20] ^= 1;
         note.add_signature(forged);
         assert!(policy.verify_checkpoint(note.encode().as_bytes()).is_err());

@@ -6,7 +6,6 @@ mod common;
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use common::{labelled, read, scissored_blocks};
 use reprolog_verifier::checkpoint::{Checkpoint, SignedCheckpoint};
-use reprolog_verifier::cosignature::cosign;
 use reprolog_verifier::merkle::{self, Hash, MemoryTree};
 use reprolog_verifier::note::{KeyError, Note, NoteError, SignerKey, VerifierKey};
 use reprolog_verifier::tiles::{decode_bundle, encode_bundle, TileKind, TilePath};
@@ -246,7 +245,7 @@ fn cosigned_checkpoint_byte_for_byte() {
     let checkpoint = Checkpoint::new("example.com/testlog", 8, tree.root());
     let mut note = Note::new(&checkpoint.to_text()).unwrap();
     note.sign(&v.log);
-    note.add_signature(cosign(&v.witness, note.text(), v.timestamp));
+    note.add_signature(v.witness.cosign(note.text(), v.timestamp));
     assert_eq!(note.encode(), v.cosigned);
 
     let opened = SignedCheckpoint::open(
@@ -260,7 +259,7 @@ fn cosigned_checkpoint_byte_for_byte() {
     assert_eq!(opened.verified[1].timestamp, Some(v.timestamp));
 
     // A cosignature over another timestamp than the one it carries does not verify.
-    let mut forged = cosign(&v.witness, note.text(), v.timestamp);
+    let mut forged = v.witness.cosign(note.text(), v.timestamp);
     forged.signature[7] ^= 1;
     let mut bad = Note::parse(v.cosigned.as_bytes()).unwrap();
     bad.add_signature(forged);

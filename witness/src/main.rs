@@ -30,7 +30,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::{Parser, Subcommand};
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::cosignature::cosign;
 use reprolog_verifier::keyfile;
 use reprolog_verifier::merkle;
 use reprolog_verifier::note::{Note, NoteError, SignerKey, VerifierKey};
@@ -423,7 +422,7 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let cosignature = cosign(&w.key, note.text(), now);
+        let cosignature = w.key.cosign(note.text(), now);
         // Kept and served: the log's signature that verified and this cosignature, nothing
         // else the request carried.
         let Ok(mut cosigned) = Note::new(note.text()) else {
