@@ -307,10 +307,8 @@ pub fn proofs(log: &str, log_key: &str, requests: u64, concurrency: usize) -> Re
                     latencies.push(t.elapsed());
                     // Verify a sample end to end (the entry costs another request).
                     if latencies.len() % 100 == 1 {
-                        let entry: serde_json::Value = serde_json::from_slice(
-                            &client.get(&format!("/api/v1/entries/{index}"))?,
-                        )?;
-                        let bytes = entry["entry"].as_str().context("entry text")?.as_bytes();
+                        let entry = client.entry(index)?;
+                        let bytes = entry.entry.as_bytes();
                         merkle::verify_inclusion(
                             &proof,
                             index,

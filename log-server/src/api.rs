@@ -13,18 +13,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use reprolog_verifier::api::{
-    ErrorAnswer, LoggedEntry, NarinfoResult, PathPage, RefusalReason, SignatureResult,
-    SignatureStatus, SubmitAnswer, MAX_REFUSAL_REASONS, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT,
-    PATH_PAGE_MAX,
+    BuilderInfo, BuildersAnswer, ConsistencyProof, ErrorAnswer, InclusionProof, LoggedEntry,
+    PathPage, SignatureStatus, SubmitAnswer, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
 };
-use reprolog_verifier::entry::{Entry, EntryError};
 use reprolog_verifier::merkle;
+use reprolog_verifier::nix::nix32;
 use reprolog_verifier::nix::store_path::HASH_PART_LEN;
-use reprolog_verifier::nix::{nix32, NarInfo, NixSignature};
 use reprolog_verifier::proof::TlogProof;
 use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath, TILE_HEIGHT};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::builders::Builders;
@@ -32,16 +29,17 @@ use crate::metrics::{Metrics, Rejection};
 use crate::publisher::{Published, SharedCheckpoint};
 use crate::sequencer::{Sequenced, Submission};
 use crate::storage::{LogStore, NewEntry, StoreError};
+use crate::submission::{self, Checked, Refusal};
 
 /// The media type of narinfo submissions.
 pub const NARINFO_TYPE: &str = "text/x-nix-narinfo";
-/// A submission that shows more signatures failing verification than this is refused
-/// without verifying the rest: each costs a strict Ed25519 verification, and a registered
-/// builder's client sends valid ones.
-pub const MAX_INVALID_SIGNATURES: usize = 16;
-/// How many large reads (path lookups, entry bundles; each up to about 16 MiB) run at once;
-/// the rest wait, so that concurrent readers cannot multiply the server's memory.
+/// How many tile reads (entry bundles of up to about 16 MiB) run at once; the rest wait, so
+/// that concurrent readers cannot multiply the server's memory.
 pub const CONCURRENT_LARGE_READS: usize = 8;
+/// How many path lookups run at once. Apart from tiles: a lookup of a long history reads many
+/// index pages, and anonymous lookups must not starve the tile reads that monitors and
+/// witnesses' clients depend on.
+pub const CONCURRENT_PATH_READS: usize = 4;
 
 pub struct AppState<S> {
     pub store: Arc<S>,
@@ -52,8 +50,10 @@ pub struct AppState<S> {
     /// One permit per core: submissions beyond that wait their turn to be verified rather
     /// than crowd the cores with threads.
     pub verifiers: Arc<tokio::sync::Semaphore>,
-    /// [`CONCURRENT_LARGE_READS`] permits.
+    /// [`CONCURRENT_LARGE_READS`] permits, for tiles.
     pub large_reads: Arc<tokio::sync::Semaphore>,
+    /// [`CONCURRENT_PATH_READS`] permits, for path lookups.
+    pub path_reads: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared<S> = Arc<AppState<S>>;
@@ -110,6 +110,18 @@ impl From<Arc<StoreError>> for ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Malformed(msg) => Self::bad_request(msg),
+            Refusal::TooMany(msg) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, msg),
+            Refusal::EntryTooLarge(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg),
+            Refusal::Signatures(_, answer) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, answer),
+            Refusal::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(self.1)).into_response()
@@ -125,9 +137,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-/// Waits for one of the [`CONCURRENT_LARGE_READS`] permits.
-async fn large_read<S>(state: &AppState<S>) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.large_reads)
+/// Waits for a permit of `kind` (one of the read semaphores of the state).
+async fn permit(
+    kind: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(kind)
         .acquire_owned()
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
@@ -142,189 +156,6 @@ fn current<S>(state: &AppState<S>) -> Arc<Published> {
 }
 
 // ---- submission ----------------------------------------------------------------------------
-
-/// Splits a body into narinfos at blank lines, with the line each one starts on.
-fn split_narinfos(body: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let (mut start_byte, mut start_line, mut at) = (0, 1, 0);
-    for (i, line) in body.split_inclusive('\n').enumerate() {
-        if line == "\n" {
-            if at > start_byte {
-                out.push((start_line, &body[start_byte..at]));
-            }
-            start_byte = at + 1;
-            start_line = i + 2;
-        }
-        at += line.len();
-    }
-    if at > start_byte {
-        out.push((start_line, &body[start_byte..]));
-    }
-    out
-}
-
-/// An entry to log, and which narinfo and signature it came from.
-struct Pending {
-    narinfo: usize,
-    signature: usize,
-    entry: NewEntry,
-}
-
-/// A submission that passed checking: each signature's result so far, and what to log.
-struct Checked {
-    results: Vec<NarinfoResult>,
-    pending: Vec<Pending>,
-}
-
-/// Why a submission was refused as a whole.
-type Refused = (Rejection, ApiError);
-
-/// A 422 refusal that says how many signatures the request held and the first reasons.
-fn refusal(error: String, results: &[NarinfoResult]) -> ApiError {
-    let reasons = results.iter().flat_map(|n| {
-        n.signatures.iter().filter_map(|s| {
-            Some(RefusalReason {
-                store_path: n.store_path.clone(),
-                key: s.key.clone(),
-                reason: s.reason.clone()?,
-            })
-        })
-    });
-    ApiError(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorAnswer {
-            error,
-            signatures: Some(results.iter().map(|n| n.signatures.len() as u64).sum()),
-            first_reasons: reasons.take(MAX_REFUSAL_REASONS).collect(),
-        },
-    )
-}
-
-/// Parses and checks every narinfo: the entries to log and each signature's result so far
-/// (those to log are marked `Logged`, without an index, until the sequencer answers).
-/// Malformed input, an oversized entry or too many invalid signatures refuse the whole
-/// request, so nothing of it is stored.
-fn check_submission(
-    body: &[u8],
-    builders: &Builders,
-    metrics: &Metrics,
-) -> Result<Checked, Refused> {
-    let malformed = |msg: String| (Rejection::Malformed, ApiError::bad_request(msg));
-    let body = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8".into()))?;
-    let narinfos = split_narinfos(body);
-    if narinfos.is_empty() {
-        return Err(malformed("body holds no narinfo".into()));
-    }
-    let registry = builders.current();
-    let mut results: Vec<NarinfoResult> = Vec::new();
-    let mut entries = Vec::new();
-    let mut invalid = 0;
-    for (n, (start, text)) in narinfos.iter().enumerate() {
-        let info = NarInfo::parse(text).map_err(|e| {
-            malformed(format!(
-                "narinfo {} (line {} of the body): line {}: {}",
-                n + 1,
-                start + e.line - 1,
-                e.line,
-                e.reason
-            ))
-        })?;
-        let mut sigs = Vec::new();
-        for raw in &info.sigs {
-            let key = raw
-                .split_once(':')
-                .map_or(raw.as_str(), |(k, _)| k)
-                .to_owned();
-            let ignored = |reason: String| SignatureResult {
-                key: key.clone(),
-                status: SignatureStatus::Ignored,
-                index: None,
-                reason: Some(reason),
-            };
-            let sig = match NixSignature::parse(raw) {
-                Ok(sig) => sig,
-                Err(e) => {
-                    sigs.push(ignored(format!("malformed signature: {e}")));
-                    continue;
-                }
-            };
-            // The signature must verify under a registered key of its name; Entry checks it
-            // once, so each signature costs one strict verification.
-            let mut named = registry.keys_named(&sig.key_name).peekable();
-            if named.peek().is_none() {
-                sigs.push(ignored(format!("key {key} is not a registered builder")));
-                continue;
-            }
-            let Some(entry) = named.find_map(|k| Entry::from_narinfo(&info, k, &sig).ok()) else {
-                // The name is registered (checked above), so it may be a label.
-                metrics.builder_refused(&sig.key_name);
-                sigs.push(ignored(format!(
-                    "signature does not verify under the registered key {key}"
-                )));
-                invalid += 1;
-                if invalid > MAX_INVALID_SIGNATURES {
-                    results.push(NarinfoResult {
-                        store_path: info.store_path.to_string(),
-                        signatures: sigs,
-                    });
-                    let error = format!(
-                        "refused after {invalid} signatures that do not verify (at most \
-                         {MAX_INVALID_SIGNATURES} are checked); the rest were not verified"
-                    );
-                    return Err((Rejection::InvalidSignatures, refusal(error, &results)));
-                }
-                continue;
-            };
-            let bytes = entry.encode().map_err(|e| match e {
-                EntryError::TooLarge(_) => (
-                    Rejection::EntryTooLarge,
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("narinfo {}: {e}", n + 1),
-                    ),
-                ),
-                other => malformed(format!("narinfo {}: {other}", n + 1)),
-            })?;
-            entries.push(Pending {
-                narinfo: n,
-                signature: sigs.len(),
-                entry: NewEntry {
-                    leaf: merkle::leaf_hash(&bytes),
-                    bytes,
-                    hash_part: info.store_path.hash_part().to_owned(),
-                    builder: entry.builder.to_string(),
-                    nar_hash: entry.nar_hash.0,
-                },
-            });
-            sigs.push(SignatureResult {
-                key,
-                status: SignatureStatus::Logged,
-                index: None,
-                reason: None,
-            });
-        }
-        if sigs.is_empty() {
-            sigs.push(SignatureResult {
-                key: String::new(),
-                status: SignatureStatus::Ignored,
-                index: None,
-                reason: Some("the narinfo has no signature".into()),
-            });
-        }
-        results.push(NarinfoResult {
-            store_path: info.store_path.to_string(),
-            signatures: sigs,
-        });
-    }
-    if entries.is_empty() {
-        let error = "no valid signature from a registered builder".to_owned();
-        return Err((Rejection::NoValidSignature, refusal(error, &results)));
-    }
-    Ok(Checked {
-        results,
-        pending: entries,
-    })
-}
 
 /// Counts a submission request while it is handled, for `/metrics` and for the drain at
 /// shutdown, whichever way the handler returns.
@@ -365,7 +196,8 @@ async fn submit<S: LogStore>(
             format!("submit narinfos as {NARINFO_TYPE}"),
         ));
     }
-    let builders = Arc::clone(&state.builders);
+    let registry = state.builders.current();
+    let store = Arc::clone(&state.store);
     let permit = Arc::clone(&state.verifiers)
         .acquire_owned()
         .await
@@ -373,17 +205,21 @@ async fn submit<S: LogStore>(
     let checking = Arc::clone(&metrics);
     let checked = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        check_submission(&body, &builders, &checking)
+        submission::check(&body, &registry, &*store, &checking)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let Checked {
         mut results,
         pending,
-    } = checked.map_err(|(why, e)| {
-        metrics.reject(why);
-        e
+        known,
+    } = checked.map_err(|refusal| {
+        metrics.reject(refusal.rejection());
+        ApiError::from(refusal)
     })?;
+    metrics
+        .entries_duplicate
+        .fetch_add(known, Ordering::Relaxed);
     let ignored = results
         .iter()
         .flat_map(|r| &r.signatures)
@@ -460,7 +296,7 @@ async fn tile<S: LogStore>(
                 "tile {tile} is beyond the latest checkpoint (size {size})"
             ))
         })?;
-    let _permit = large_read(&state).await?;
+    let _permit = permit(&state.large_reads).await?;
     let store = Arc::clone(&state.store);
     let body = blocking(move || match tile.nodes() {
         Some(nodes) => Ok(store.read_hashes(&nodes)?.concat()),
@@ -529,10 +365,12 @@ async fn inclusion<S: LogStore>(
     // Inline on the async workers: a proof is about 2·log2(size) reads of 32 bytes from the
     // node file, which the page cache holds (64 bytes per entry).
     let proof = merkle::prove_inclusion(q.index, q.size, &*state.store).map_err(proof_error)?;
-    Ok(
-        Json(json!({"index": q.index, "size": q.size, "proof": b64_hashes(&proof)}))
-            .into_response(),
-    )
+    Ok(Json(InclusionProof {
+        index: q.index,
+        size: q.size,
+        proof: b64_hashes(&proof),
+    })
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -547,7 +385,12 @@ async fn consistency<S: LogStore>(
 ) -> Result<Response, ApiError> {
     check_published(&state, q.new)?;
     let proof = merkle::prove_consistency(q.old, q.new, &*state.store).map_err(proof_error)?;
-    Ok(Json(json!({"old": q.old, "new": q.new, "proof": b64_hashes(&proof)})).into_response())
+    Ok(Json(ConsistencyProof {
+        old: q.old,
+        new: q.new,
+        proof: b64_hashes(&proof),
+    })
+    .into_response())
 }
 
 // ---- entries and lookups -------------------------------------------------------------------
@@ -634,7 +477,7 @@ async fn path_events<S: LogStore>(
             "limit must be from 1 to {PATH_PAGE_MAX}"
         )));
     }
-    let _permit = large_read(&state).await?;
+    let _permit = permit(&state.path_reads).await?;
     let store = Arc::clone(&state.store);
     let page = blocking(move || {
         let (indexes, mut more) = store.path_indexes(&hash_part, q.after, limit)?;
@@ -678,15 +521,19 @@ async fn builders<S: LogStore>(State(state): State<Shared<S>>) -> Result<Respons
         .into_iter()
         .collect();
     let registry = state.builders.current();
-    let list: Vec<_> = registry
+    let builders = registry
         .keys
         .iter()
         .map(|k| {
             let key = k.to_string();
-            json!({"name": k.name, "key": key, "entries": counts.get(&key).copied().unwrap_or(0)})
+            BuilderInfo {
+                name: k.name.clone(),
+                entries: counts.get(&key).copied().unwrap_or(0),
+                key,
+            }
         })
         .collect();
-    Ok(Json(json!({ "builders": list })).into_response())
+    Ok(Json(BuildersAnswer { builders }).into_response())
 }
 
 async fn metrics<S: LogStore>(State(state): State<Shared<S>>) -> Result<Response, ApiError> {
@@ -698,17 +545,4 @@ async fn metrics<S: LogStore>(State(state): State<Shared<S>>) -> Result<Response
          # TYPE reprolog_store_bytes gauge\nreprolog_store_bytes {disk}\n"
     ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_narinfos;
-
-    #[test]
-    fn narinfos_split_at_blank_lines() {
-        let parts = split_narinfos("A: 1\nB: 2\n\n\nC: 3\n\n");
-        assert_eq!(parts, vec![(1, "A: 1\nB: 2\n"), (5, "C: 3\n")]);
-        assert!(split_narinfos("\n\n").is_empty());
-        assert_eq!(split_narinfos("\nA: 1"), vec![(2, "A: 1")]);
-    }
 }

@@ -13,6 +13,7 @@ mod metrics;
 mod publisher;
 mod sequencer;
 mod storage;
+mod submission;
 mod witnessing;
 
 #[global_allocator]
@@ -231,6 +232,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         large_reads: Arc::new(tokio::sync::Semaphore::new(api::CONCURRENT_LARGE_READS)),
+        path_reads: Arc::new(tokio::sync::Semaphore::new(api::CONCURRENT_PATH_READS)),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -129,7 +129,7 @@ impl Default for WitnessCounters {
 }
 
 /// Why a submission was refused, as a metric label.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Rejection {
     Malformed,
     BodyTooLarge,
@@ -137,15 +137,17 @@ pub enum Rejection {
     EntryTooLarge,
     NoValidSignature,
     InvalidSignatures,
+    TooManyItems,
 }
 
-const REJECTIONS: [(Rejection, &str); 6] = [
+const REJECTIONS: [(Rejection, &str); 7] = [
     (Rejection::Malformed, "malformed"),
     (Rejection::BodyTooLarge, "body_too_large"),
     (Rejection::ContentType, "content_type"),
     (Rejection::EntryTooLarge, "entry_too_large"),
     (Rejection::NoValidSignature, "no_valid_signature"),
     (Rejection::InvalidSignatures, "invalid_signatures"),
+    (Rejection::TooManyItems, "too_many_items"),
 ];
 
 pub struct Metrics {
@@ -155,7 +157,7 @@ pub struct Metrics {
     pub entries_duplicate: AtomicU64,
     pub signatures_ignored: AtomicU64,
     pub checkpoints_published: AtomicU64,
-    rejections: [AtomicU64; 6],
+    rejections: [AtomicU64; 7],
     /// Witness answers whose cosignature did not verify over the log's own checkpoint.
     pub cosignatures_refused: AtomicU64,
     /// Entries logged whose NAR hash differs from the first one logged for their store path.
