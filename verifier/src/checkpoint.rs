@@ -15,19 +15,35 @@ use crate::note::{Note, NoteError, VerifiedSignature, VerifierKey};
 /// Why a checkpoint body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CheckpointError {
+    /// The body does not follow tlog-checkpoint.
     #[error("line {line}: {reason}")]
-    Malformed { line: usize, reason: &'static str },
+    Malformed {
+        /// The 1-based line of the checkpoint text.
+        line: usize,
+        /// What is wrong with that line.
+        reason: &'static str,
+    },
+    /// The signed note around the body is malformed or its signatures do not verify.
     #[error("checkpoint note: {0}")]
     Note(#[from] NoteError),
+    /// The checkpoint names another log than the key it was opened with.
     #[error("checkpoint origin {found:?} is not the log's origin {expected:?}")]
-    WrongOrigin { expected: String, found: String },
+    WrongOrigin {
+        /// The origin the caller trusts: the log key's name.
+        expected: String,
+        /// The origin line of the checkpoint.
+        found: String,
+    },
 }
 
 /// A checkpoint body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The log's origin line, which is also the name of its signing key.
     pub origin: String,
+    /// The number of entries in the tree.
     pub size: u64,
+    /// The RFC 6962 root hash of the tree of `size` entries.
     pub root: Hash,
     /// Extension lines, without their newlines; each is non-empty.
     pub extensions: Vec<String>,
@@ -48,6 +64,7 @@ pub(crate) fn parse_hash(s: &str) -> Option<Hash> {
 }
 
 impl Checkpoint {
+    /// A checkpoint with no extension lines.
     pub fn new(origin: &str, size: u64, root: Hash) -> Self {
         Checkpoint {
             origin: origin.to_owned(),
@@ -110,7 +127,9 @@ impl Checkpoint {
 /// A checkpoint whose note carries a valid signature by its log.
 #[derive(Clone, Debug)]
 pub struct SignedCheckpoint {
+    /// The body, parsed.
     pub checkpoint: Checkpoint,
+    /// The note as received, with every signature line, verified or not.
     pub note: Note,
     /// Every signature that verified: the log's, then any cosignatures among `witnesses`.
     pub verified: Vec<VerifiedSignature>,

@@ -27,6 +27,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// The kind as the entry's `kind` line spells it.
     pub fn as_str(&self) -> &'static str {
         match self {
             EntryKind::CacheSignature => "cache-signature",
@@ -44,14 +45,30 @@ impl EntryKind {
 /// Why an entry could not be built, encoded or decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
+    /// The encoded entry (its length in bytes) is over [`MAX_ENTRY_BYTES`].
     #[error("entry is {0} bytes, over the {MAX_ENTRY_BYTES}-byte limit")]
     TooLarge(usize),
+    /// The bytes do not follow `spec/entry.md`.
     #[error("line {line}: {reason}")]
-    Malformed { line: usize, reason: String },
+    Malformed {
+        /// The 1-based line of the entry text.
+        line: usize,
+        /// What is wrong with that line.
+        reason: String,
+    },
+    /// The entry parses, but encoding it again gives other bytes, so it would have a second
+    /// leaf hash for the same event.
     #[error("entry is not in canonical form")]
     NotCanonical,
+    /// The signature names another key than the builder key it is checked against.
     #[error("signature is by key {sig:?} but the builder key is {builder:?}")]
-    KeyNameMismatch { sig: String, builder: String },
+    KeyNameMismatch {
+        /// The key name of the `Sig:` line.
+        sig: String,
+        /// The name of the builder key.
+        builder: String,
+    },
+    /// The signature does not verify over the Nix fingerprint under the builder key.
     #[error("signature does not verify under the builder key")]
     BadSignature,
 }
@@ -59,13 +76,19 @@ pub enum EntryError {
 /// One signing event: builder key `builder` signed the output described here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// What the signature claims.
     pub kind: EntryKind,
+    /// The output the builder signed.
     pub store_path: StorePath,
+    /// The SHA-256 of the output's NAR serialisation, as the builder signed it.
     pub nar_hash: NixHash,
+    /// The NAR's length in bytes, as the builder signed it.
     pub nar_size: u64,
-    /// Base names.
+    /// The output's references, as base names (`<hash>-<name>`), as the builder signed them.
     pub references: BTreeSet<String>,
+    /// The builder's Nix public key, which the signature verifies under.
     pub builder: NixPublicKey,
+    /// The Ed25519 signature over the Nix fingerprint ([`Entry::fingerprint`]).
     pub signature: [u8; 64],
 }
 

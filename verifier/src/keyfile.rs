@@ -10,23 +10,49 @@ use std::path::{Path, PathBuf};
 
 use crate::note::{KeyError, SignerKey};
 
+/// Why a file of the data directory was refused or could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The operating system refused a read, a write or a look at the file.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The error the operating system gave.
         source: std::io::Error,
     },
+    /// A secret file that group or others may read or write.
     #[error("refusing to use {path}: mode {mode:o} lets others read it; run chmod 600 on it")]
-    TooOpen { path: PathBuf, mode: u32 },
+    TooOpen {
+        /// The secret file.
+        path: PathBuf,
+        /// Its permission bits (the low 9 bits of its mode).
+        mode: u32,
+    },
+    /// A file or directory that others may write to.
     #[error("refusing to use {path}: mode {mode:o} lets others write to it; run chmod o-w on it")]
-    WritableByOthers { path: PathBuf, mode: u32 },
+    WritableByOthers {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits (the low 9 bits of its mode).
+        mode: u32,
+    },
+    /// A key file that does not hold a C2SP signer key.
     #[error("{path} is not a C2SP signer key: {source}")]
-    BadKey { path: PathBuf, source: KeyError },
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why its contents are not a key.
+        source: KeyError,
+    },
+    /// A key file holding a key of another name than the one asked for.
     #[error("the key in {path} is named {found}, not {wanted}")]
     WrongName {
+        /// The key file.
         path: PathBuf,
+        /// The name of the key in the file.
         found: String,
+        /// The name the caller asked for.
         wanted: String,
     },
 }

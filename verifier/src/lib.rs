@@ -1,7 +1,8 @@
 //! # reprolog-verifier
 //!
 //! Every format and proof of reprolog, the transparency log for Nix signing events, as pure
-//! code with no I/O, shared by the log server, the witness, the CLI and every client:
+//! code (no network, no async, no file system but the `keyfile` feature), shared by the log
+//! server, the witness, the CLI and every client:
 //!
 //! - [`merkle`]: RFC 6962 hashing, inclusion and consistency proofs;
 //! - [`note`]: C2SP signed-note keys and notes;

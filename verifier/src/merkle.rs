@@ -41,11 +41,14 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// A complete subtree: the `2^level` leaves starting at `index << level`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId {
+    /// The height above the leaves: 0 is a leaf, and a node of level `l` covers `2^l` leaves.
     pub level: u8,
+    /// The node's position among the nodes of its level, from 0 at the left.
     pub index: u64,
 }
 
 impl NodeId {
+    /// The node at `level` and `index`.
     pub fn new(level: u8, index: u64) -> Self {
         NodeId { level, index }
     }
@@ -53,6 +56,7 @@ impl NodeId {
 
 /// Reads stored complete-subtree hashes.
 pub trait HashReader {
+    /// Why stored hashes could not be read.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Returns one hash per requested node, in order. Nodes are sorted and distinct.
@@ -62,18 +66,45 @@ pub trait HashReader {
 /// Why a proof could not be generated or did not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
+    /// An inclusion proof was asked or checked for a leaf the tree does not have.
     #[error("index {index} is not in a tree of size {size}")]
-    IndexOutOfRange { index: u64, size: u64 },
+    IndexOutOfRange {
+        /// The 0-based leaf index.
+        index: u64,
+        /// The tree size it was asked for.
+        size: u64,
+    },
+    /// A consistency proof from a larger tree to a smaller one.
     #[error("old size {old} is larger than new size {new}")]
-    SizesOutOfOrder { old: u64, new: u64 },
+    SizesOutOfOrder {
+        /// The tree size proved from.
+        old: u64,
+        /// The tree size proved to.
+        new: u64,
+    },
+    /// A proof with another number of hashes than its sizes call for.
     #[error("the proof has {got} hashes; this proof needs {want}")]
-    WrongLength { got: usize, want: usize },
+    WrongLength {
+        /// The hashes the proof has.
+        got: usize,
+        /// The hashes a proof between these sizes has.
+        want: usize,
+    },
+    /// The proof is well formed but does not verify: the log does not hold what it claims.
     #[error("the proof does not lead to the expected root")]
     RootMismatch,
+    /// Two checkpoints of one size with different roots: a fork.
     #[error("the two trees have the same size but different roots")]
     SameSizeDifferentRoot,
+    /// A [`HashReader`] answered with another number of hashes than it was asked for.
     #[error("the storage returned {got} hashes for {want} nodes")]
-    ShortRead { got: usize, want: usize },
+    ShortRead {
+        /// The hashes it returned.
+        got: usize,
+        /// The nodes it was asked for.
+        want: usize,
+    },
+    /// A [`HashReader`] failed; the source is its own error.
     #[error("reading stored hashes: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -388,6 +419,7 @@ pub struct CompactRange {
 }
 
 impl CompactRange {
+    /// The range of the empty tree.
     pub fn new() -> Self {
         Self::default()
     }
@@ -397,14 +429,18 @@ impl CompactRange {
         (hashes.len() == size.count_ones() as usize).then_some(CompactRange { size, hashes })
     }
 
+    /// The number of leaves the range covers.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// The subtree roots, largest (leftmost) first: what [`CompactRange::from_parts`] takes
+    /// back.
     pub fn hashes(&self) -> &[Hash] {
         &self.hashes
     }
 
+    /// Appends one leaf by its hash.
     pub fn push(&mut self, leaf: Hash) {
         let mut hash = leaf;
         let mut s = self.size;
@@ -418,6 +454,7 @@ impl CompactRange {
         self.size += 1;
     }
 
+    /// The RFC 6962 root of the tree of [`CompactRange::size`] leaves.
     pub fn root(&self) -> Hash {
         let mut hashes = self.hashes.iter().rev();
         let last = hashes.next().copied().unwrap_or(EMPTY_ROOT);
@@ -437,6 +474,7 @@ pub struct MemoryTree {
 pub struct MissingNode(pub NodeId);
 
 impl MemoryTree {
+    /// The empty tree.
     pub fn new() -> Self {
         Self::default()
     }
@@ -459,6 +497,7 @@ impl MemoryTree {
         }
     }
 
+    /// The RFC 6962 root of the whole tree.
     pub fn root(&self) -> Hash {
         tree_hash(self.size(), self).expect("a memory tree holds every node it has created")
     }

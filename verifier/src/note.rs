@@ -28,29 +28,57 @@ const SIGNATURE_PREFIX: &str = "\u{2014} ";
 /// A malformed or unusable key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
+    /// A key name that is empty or has white space or a `+` (the name as given).
     #[error("key name {0:?} is empty or contains a space or a '+'")]
     BadName(String),
+    /// The key text is not `name+hash+base64` with a 33-byte value; the string says what is
+    /// wrong.
     #[error("malformed key: {0}")]
     Malformed(&'static str),
+    /// A key type byte other than [`ALG_ED25519`] and [`ALG_COSIGNATURE_V1`], or, for a
+    /// signer key, other than [`ALG_ED25519`].
     #[error("unknown key algorithm 0x{0:02x}")]
     UnknownAlgorithm(u8),
+    /// The key hash written in the key is not the key ID of its name, type and public key.
     #[error("key hash {written} does not match the key (expected {computed})")]
-    WrongKeyId { written: String, computed: String },
+    WrongKeyId {
+        /// The 8 hex digits in the key text.
+        written: String,
+        /// The key ID computed from the key, as 8 hex digits.
+        computed: String,
+    },
 }
 
 /// Why a note was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NoteError {
+    /// The note (its length in bytes) is over [`MAX_NOTE_BYTES`].
     #[error("note is {0} bytes, over the {MAX_NOTE_BYTES}-byte limit")]
     TooLarge(usize),
+    /// The note is not UTF-8.
     #[error("note is not valid UTF-8")]
     NotUtf8,
+    /// The note does not follow signed-note.
     #[error("line {line}: {reason}")]
-    Malformed { line: usize, reason: &'static str },
+    Malformed {
+        /// The 1-based line of the note, counting text and signature lines together.
+        line: usize,
+        /// What is wrong with that line.
+        reason: &'static str,
+    },
+    /// The note has more than [`MAX_SIGNATURES`] signature lines.
     #[error("note has more than {MAX_SIGNATURES} signatures")]
     TooManySignatures,
+    /// A signature by one of the keys the caller trusts does not verify: the whole note is
+    /// refused.
     #[error("signature by {name}+{key_id:08x} is invalid")]
-    BadSignature { name: String, key_id: u32 },
+    BadSignature {
+        /// The key name of the signature line.
+        name: String,
+        /// The key ID of the signature line.
+        key_id: u32,
+    },
+    /// No signature line is by a key the caller trusts.
     #[error("note has no signature from a known key")]
     NoKnownSignature,
 }
@@ -176,10 +204,12 @@ impl SignerKey {
         )
     }
 
+    /// The key name, which its signature lines carry.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The key ID of its Ed25519 verifier key, which its note signatures carry.
     pub fn key_id(&self) -> u32 {
         key_id(&self.name, ALG_ED25519, self.key.verifying_key().as_bytes())
     }
@@ -270,10 +300,12 @@ impl VerifierKey {
         Ok(key)
     }
 
+    /// The key name, which signature lines by this key carry.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The C2SP key ID, which signature lines by this key carry.
     pub fn key_id(&self) -> u32 {
         self.key_id
     }
@@ -283,6 +315,7 @@ impl VerifierKey {
         self.alg
     }
 
+    /// The Ed25519 public key.
     pub fn public_key(&self) -> &VerifyingKey {
         &self.key
     }
@@ -309,8 +342,12 @@ impl VerifierKey {
 /// One signature line of a note: the signer's name, the key ID and the signature bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NoteSignature {
+    /// The key name the line claims.
     pub name: String,
+    /// The key ID the line claims.
     pub key_id: u32,
+    /// The signature bytes after the key ID: 64 bytes of Ed25519, or for a cosignature the
+    /// 8-byte timestamp and then 64 bytes. Unchecked until verified under a key.
     pub signature: Vec<u8>,
 }
 
@@ -360,6 +397,7 @@ impl NoteSignature {
 /// A signature that verified under a known key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedSignature {
+    /// The trusted key it verified under.
     pub key: VerifierKey,
     /// The cosignature timestamp, for cosignature/v1 keys.
     pub timestamp: Option<u64>,
@@ -435,10 +473,12 @@ impl Note {
         })
     }
 
+    /// The signed text, ending in a newline.
     pub fn text(&self) -> &str {
         &self.text
     }
 
+    /// The signature lines, in order, verified or not.
     pub fn signatures(&self) -> &[NoteSignature] {
         &self.signatures
     }

@@ -24,10 +24,18 @@ use crate::note::{
 /// Limits well above the 32 logs, witnesses and groups the spec asks implementations to allow.
 const MAX_ITEMS: usize = 256;
 
+/// Why a policy file was refused, or cannot judge a checkpoint.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
+    /// A line does not follow tlog-policy or breaks one of its rules.
     #[error("line {line}: {reason}")]
-    Malformed { line: usize, reason: String },
+    Malformed {
+        /// The 1-based line of the policy text.
+        line: usize,
+        /// What is wrong with that line.
+        reason: String,
+    },
+    /// The policy has no `quorum` line, so it cannot accept any checkpoint.
     #[error("the policy has no quorum line")]
     NoQuorum,
 }
@@ -35,47 +43,69 @@ pub enum PolicyError {
 /// Why a checkpoint does not satisfy a policy.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RejectedCheckpoint {
+    /// The note's text is not a checkpoint.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// The note is malformed, or a signature by a policy key in it does not verify.
     #[error("checkpoint note: {0}")]
     Note(NoteError),
+    /// The checkpoint's origin (the string) is not the name of any log of the policy.
     #[error("no log in the policy has origin {0:?}")]
     UnknownLog(String),
+    /// The log's key (the string, as a verifier key) has no valid signature on the note.
     #[error("the checkpoint is not signed by the log {0}")]
     NoLogSignature(String),
+    /// The cosignatures that verified do not meet the policy's quorum.
     #[error("the quorum {quorum} is not met: valid cosignatures from {cosigned:?}")]
     NoQuorum {
+        /// The name of the quorum: a witness or a group.
         quorum: String,
+        /// The names of the policy's witnesses whose cosignatures verified.
         cosigned: Vec<String>,
     },
+    /// The policy cannot judge any checkpoint.
     #[error(transparent)]
     Policy(#[from] PolicyError),
 }
 
+/// A `log` line: a log whose checkpoints the policy accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyLog {
+    /// The log's Ed25519 verifier key; its name is the log's origin.
     pub key: VerifierKey,
+    /// Where the log is served, if the line says.
     pub url: Option<String>,
 }
 
+/// A `witness` line: a witness whose cosignatures count towards the quorum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyWitness {
+    /// The name groups and the quorum refer to it by (not necessarily its key's name).
     pub name: String,
+    /// The witness's cosignature/v1 verifier key.
     pub key: VerifierKey,
+    /// Where the witness is served, if the line says.
     pub url: Option<String>,
 }
 
+/// A `group` line: satisfied when `threshold` of its members are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
+    /// How many members must be satisfied, from 1 to the number of members (`any` is 1,
+    /// `all` every member).
     pub threshold: usize,
+    /// The names of witnesses and groups defined on earlier lines.
     pub members: Vec<String>,
 }
 
 /// A parsed policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// The `log` lines, in order.
     pub logs: Vec<PolicyLog>,
+    /// The `witness` lines, in order.
     pub witnesses: Vec<PolicyWitness>,
+    /// The `group` lines, by name.
     pub groups: BTreeMap<String, Group>,
     /// The quorum name; `none` needs no cosignature.
     pub quorum: Option<String>,
@@ -84,14 +114,19 @@ pub struct Policy {
 /// A checkpoint that satisfies a policy.
 #[derive(Clone, Debug)]
 pub struct TrustedCheckpoint {
+    /// The body, parsed.
     pub checkpoint: Checkpoint,
+    /// The note as received, with every signature line, verified or not.
     pub note: Note,
     /// Names of the policy's witnesses whose cosignatures verified.
     pub cosigned_by: Vec<String>,
+    /// Every signature that verified under a key of the policy: the log's and cosignatures.
     pub signatures: Vec<VerifiedSignature>,
 }
 
 impl Policy {
+    /// Parses a policy file. Names must be defined before they are used, and each may be a
+    /// group member once in the whole policy.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let mut p = Policy::default();
         // Every name listed as a group member so far, with the group that lists it.

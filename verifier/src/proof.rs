@@ -21,10 +21,18 @@ const HEADER: &str = "c2sp.org/tlog-proof@v1";
 /// Why a tlog-proof was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TlogProofError {
+    /// The text does not follow tlog-proof.
     #[error("line {line}: {reason}")]
-    Malformed { line: usize, reason: &'static str },
+    Malformed {
+        /// The 1-based line of the tlog-proof text.
+        line: usize,
+        /// What is wrong with that line.
+        reason: &'static str,
+    },
+    /// The checkpoint it carries is malformed or not signed by the log.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// The inclusion proof does not verify against the checkpoint.
     #[error("inclusion proof: {0}")]
     Proof(#[from] ProofError),
 }
@@ -34,13 +42,16 @@ pub enum TlogProofError {
 pub struct TlogProof {
     /// Opaque, unauthenticated application data.
     pub extra: Option<Vec<u8>>,
+    /// The 0-based index of the entry in the log.
     pub index: u64,
+    /// The inclusion proof of the entry in the checkpoint's tree, lowest level first.
     pub proof: Vec<Hash>,
     /// The signed checkpoint note, exactly as the log (and witnesses) signed it.
     pub checkpoint: String,
 }
 
 impl TlogProof {
+    /// The proof in its tlog-proof text form.
     pub fn encode(&self) -> String {
         let mut s = format!("{HEADER}\n");
         if let Some(extra) = &self.extra {
@@ -56,6 +67,7 @@ impl TlogProof {
         s
     }
 
+    /// Parses a tlog-proof's text. Nothing is verified: see [`TlogProof::verify`].
     pub fn parse(bytes: &[u8]) -> Result<Self, TlogProofError> {
         let malformed = |line, reason| TlogProofError::Malformed { line, reason };
         let text = std::str::from_utf8(bytes).map_err(|_| malformed(1, "not UTF-8"))?;

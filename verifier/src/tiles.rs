@@ -19,7 +19,10 @@ pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TileKind {
     /// Hashes at tile level `level` (tree level 8·level).
-    Hashes { level: u8 },
+    Hashes {
+        /// The tile level L, holding tree level 8·L.
+        level: u8,
+    },
     /// An entry bundle.
     Entries,
 }
@@ -27,8 +30,11 @@ pub enum TileKind {
 /// One tile: kind, index N and width W (1..=256; 256 is a full tile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TilePath {
+    /// Hashes of a level, or entries.
     pub kind: TileKind,
+    /// The tile's index N among the tiles of its kind and level.
     pub index: u64,
+    /// How many hashes or entries it holds, from 1 to [`TILE_WIDTH`].
     pub width: u16,
 }
 
@@ -36,21 +42,35 @@ pub struct TilePath {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("bad tile path {path:?}: {reason}")]
 pub struct TilePathError {
+    /// The path asked for, cut to its first 200 characters.
     pub path: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
 /// Why an entry bundle could not be written or read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BundleError {
+    /// An entry too long for the bundle's 16-bit length prefix.
     #[error("entry {index} is {len} bytes, over the {MAX_ENTRY_BYTES}-byte limit")]
-    EntryTooLarge { index: usize, len: usize },
+    EntryTooLarge {
+        /// The entry's 0-based position in the bundle.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// More entries than a tile holds.
     #[error("bundle holds more than {TILE_WIDTH} entries")]
     TooManyEntries,
+    /// A bundle with no entry, which no tile is.
     #[error("bundle is empty")]
     Empty,
+    /// A length prefix, or the entry it announces, runs past the end of the bundle.
     #[error("bundle is truncated at byte {offset}")]
-    Truncated { offset: usize },
+    Truncated {
+        /// The offset in the bundle of the length prefix of the entry cut short.
+        offset: usize,
+    },
 }
 
 impl TilePath {
@@ -63,6 +83,7 @@ impl TilePath {
         }
     }
 
+    /// Whether the tile has all [`TILE_WIDTH`] hashes or entries, and so never changes.
     pub fn is_full(&self) -> bool {
         u64::from(self.width) == TILE_WIDTH
     }

@@ -16,7 +16,9 @@ use crate::merkle::{Hash, MAX_PROOF_HASHES};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {reason}")]
 pub struct AddCheckpointError {
+    /// The 1-based line of the request body.
     pub line: usize,
+    /// What is wrong with that line.
     pub reason: &'static str,
 }
 
@@ -24,12 +26,16 @@ pub struct AddCheckpointError {
 /// proof from that size, and the new signed checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddCheckpoint {
+    /// The tree size the log believes the witness holds (0 for a witness that holds none).
     pub old_size: u64,
+    /// The consistency proof from `old_size` to the new checkpoint's size.
     pub proof: Vec<Hash>,
+    /// The signed checkpoint note, unparsed.
     pub checkpoint: String,
 }
 
 impl AddCheckpoint {
+    /// The request body.
     pub fn encode(&self) -> String {
         let mut s = format!("old {}\n", self.old_size);
         for h in &self.proof {
@@ -41,6 +47,7 @@ impl AddCheckpoint {
         s
     }
 
+    /// Parses a request body. The checkpoint is kept as text, unchecked.
     pub fn parse(bytes: &[u8]) -> Result<Self, AddCheckpointError> {
         let err = |line, reason| AddCheckpointError { line, reason };
         let text = std::str::from_utf8(bytes).map_err(|_| err(1, "body is not UTF-8"))?;

@@ -9,20 +9,29 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 /// A malformed Nix key or signature.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NixKeyError {
+    /// No `:`, or nothing before it.
     #[error("expected name:base64")]
     NoName,
+    /// The key name (before the `:`) has white space or a control character.
     #[error("key name {0:?} contains white space or a control character")]
     BadName(String),
+    /// The value after the `:` is not base64; the string says what it should have been.
     #[error("{0} is not valid base64")]
     BadBase64(&'static str),
+    /// The base64 value decodes to the wrong number of bytes.
     #[error("{what} must be {want} bytes, got {got}")]
     WrongLength {
+        /// What was being parsed: a public key, a secret key or a signature.
         what: &'static str,
+        /// The length that kind of value has.
         want: usize,
+        /// The length decoded.
         got: usize,
     },
+    /// A secret key whose last 32 bytes are not the public key of its first 32.
     #[error("secret key's public half does not match its seed")]
     MismatchedSecretKey,
+    /// 32 bytes that are not a point of the Ed25519 curve.
     #[error("not a valid Ed25519 public key")]
     BadPublicKey,
 }
@@ -47,11 +56,14 @@ fn split<const N: usize>(s: &str, what: &'static str) -> Result<(String, [u8; N]
 /// A Nix public key, `name:base64(32-byte Ed25519 key)`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NixPublicKey {
+    /// The key name, which `Sig:` lines by this key carry.
     pub name: String,
+    /// The Ed25519 public key.
     pub key: VerifyingKey,
 }
 
 impl NixPublicKey {
+    /// Parses `name:base64`, as `trusted-public-keys` lists it.
     pub fn parse(s: &str) -> Result<Self, NixKeyError> {
         let (name, bytes) = split::<32>(s, "public key")?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| NixKeyError::BadPublicKey)?;
@@ -112,6 +124,7 @@ pub fn verify_batch(items: &[(&NixPublicKey, &str, &NixSignature)]) -> bool {
 /// A Nix secret key, `name:base64(32-byte seed ‖ 32-byte public key)`.
 #[derive(Clone)]
 pub struct NixSecretKey {
+    /// The key name, which its signatures carry.
     pub name: String,
     key: SigningKey,
 }
@@ -123,6 +136,7 @@ impl fmt::Debug for NixSecretKey {
 }
 
 impl NixSecretKey {
+    /// Parses `name:base64(seed ‖ public key)`, as `nix key generate-secret` writes it.
     pub fn parse(s: &str) -> Result<Self, NixKeyError> {
         let (name, bytes) = split::<64>(s, "secret key")?;
         let key =
@@ -130,6 +144,7 @@ impl NixSecretKey {
         Ok(NixSecretKey { name, key })
     }
 
+    /// A key from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Self {
         NixSecretKey {
             name: name.to_owned(),
@@ -149,6 +164,7 @@ impl NixSecretKey {
         format!("{}:{}", self.name, B64.encode(self.key.to_keypair_bytes()))
     }
 
+    /// The matching public key.
     pub fn public_key(&self) -> NixPublicKey {
         NixPublicKey {
             name: self.name.clone(),
@@ -156,6 +172,7 @@ impl NixSecretKey {
         }
     }
 
+    /// A signature over a Nix fingerprint, as a narinfo's `Sig:` line carries it.
     pub fn sign(&self, fingerprint: &str) -> NixSignature {
         NixSignature {
             key_name: self.name.clone(),
@@ -167,11 +184,14 @@ impl NixSecretKey {
 /// A narinfo signature, `name:base64(64-byte Ed25519 signature)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NixSignature {
+    /// The name of the key that made it.
     pub key_name: String,
+    /// The Ed25519 signature.
     pub signature: [u8; 64],
 }
 
 impl NixSignature {
+    /// Parses `name:base64`, a `Sig:` value.
     pub fn parse(s: &str) -> Result<Self, NixKeyError> {
         let (key_name, signature) = split::<64>(s, "signature")?;
         Ok(NixSignature {

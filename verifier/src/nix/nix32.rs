@@ -9,6 +9,7 @@ pub const fn encoded_len(n: usize) -> usize {
     (n * 8).div_ceil(5)
 }
 
+/// The nix32 form of `bytes`, as Nix writes hash parts and hashes.
 pub fn encode(bytes: &[u8]) -> String {
     let len = encoded_len(bytes.len());
     let mut out = String::with_capacity(len);

@@ -17,12 +17,17 @@ pub const MAX_NAME_LEN: usize = 211;
 /// Why a store path or store path base name was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StorePathError {
+    /// Not absolute, or no base name of the form `<hash>-<name>` after the last `/`.
     #[error("store path must be absolute and end in <hash>-<name>")]
     NotAStorePath,
+    /// The base name does not start with 32 nix32 characters.
     #[error("hash part must be 32 nix32 characters")]
     BadHashPart,
+    /// The name after the hash part breaks Nix's rules for names.
     #[error("name must be 1 to 211 characters of A-Z a-z 0-9 + - . _ ? =, and not . or ..")]
     BadName,
+    /// The directory before the base name is not absolute and canonical, or has control
+    /// characters.
     #[error("store directory must be an absolute, canonical path without control characters")]
     BadStoreDir,
 }
@@ -71,6 +76,7 @@ fn check_store_dir(dir: &str) -> Result<(), StorePathError> {
 }
 
 impl StorePath {
+    /// Parses a full store path by Nix's rules, refusing any other spelling of it.
     pub fn parse(path: &str) -> Result<Self, StorePathError> {
         let slash = path.rfind('/').ok_or(StorePathError::NotAStorePath)?;
         if !path.starts_with('/') || slash == 0 {
@@ -99,6 +105,7 @@ impl StorePath {
         &self.path[self.base..self.base + HASH_PART_LEN]
     }
 
+    /// The whole path.
     pub fn as_str(&self) -> &str {
         &self.path
     }
