@@ -23,6 +23,7 @@
 //! and never panic.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod checkpoint;

@@ -20,7 +20,9 @@ use super::store_path::{check_base_name, StorePath, StorePathError};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {reason}")]
 pub struct NarInfoError {
+    /// The 1-based line of the narinfo the problem is on.
     pub line: usize,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -74,20 +76,29 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// A parsed narinfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NarInfo {
+    /// `StorePath:`, the path this narinfo describes (signed).
     pub store_path: StorePath,
+    /// `URL:`, where the compressed NAR is, relative to the cache (not signed).
     pub url: String,
+    /// `Compression:` of the file at `url` (not signed).
     pub compression: Option<String>,
+    /// `FileHash:` of the compressed file (not signed).
     pub file_hash: Option<NixHash>,
+    /// `FileSize:` of the compressed file (not signed).
     pub file_size: Option<u64>,
+    /// `NarHash:`, the SHA-256 of the NAR serialisation (signed).
     pub nar_hash: NixHash,
+    /// `NarSize:`, the NAR's size in bytes (signed).
     pub nar_size: u64,
     /// Base names, sorted and distinct.
     pub references: BTreeSet<String>,
     /// Base name of the deriver.
     pub deriver: Option<String>,
+    /// `System:` the path was built for (not signed).
     pub system: Option<String>,
     /// `Sig:` values as written, sorted and distinct.
     pub sigs: BTreeSet<String>,
+    /// `CA:`, the content address, as written (not signed).
     pub ca: Option<String>,
 }
 
@@ -108,6 +119,8 @@ fn set_once<T>(slot: &mut Option<T>, value: T, line: usize, key: &str) -> Result
 }
 
 impl NarInfo {
+    /// Parses a narinfo file as Nix writes it (`spec/standards.md`, "narinfo"), more
+    /// strictly where Nix is lenient; the error names the line.
     pub fn parse(text: &str) -> Result<Self, NarInfoError> {
         let mut store_path = None;
         let mut url = None;
