@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 use reprolog_verifier::keyfile;
 use reprolog_verifier::nix::NixPublicKey;
 
+use crate::locks;
+
 const TEMPLATE: &str = "\
 # Builder keys allowed to append to this log: one Nix public key (name:base64) a line,
 # as `nix key convert-secret-to-public` prints it. Changes apply without a restart.
@@ -85,36 +87,31 @@ impl Builders {
         Ok(b)
     }
 
+    /// The registry in force. A poisoned lock stops the server (see [`crate::locks`]): an
+    /// empty registry in its place would refuse every builder with no word why.
     pub fn current(&self) -> Arc<Registry> {
-        self.current
-            .read()
-            .map(|r| Arc::clone(&r))
-            .unwrap_or_default()
+        Arc::clone(&locks::read(&self.current))
     }
 
     /// Re-reads the file. On error the previous registry stays in force. A file that others
     /// may write to is refused: it decides who may append.
     pub fn reload(&self) -> Result<usize> {
         let before = stamp(&self.path);
-        if let Ok(mut s) = self.stamp.lock() {
-            *s = before;
-        }
+        *locks::lock(&self.stamp) = before;
         keyfile::check_not_writable_by_others(&self.path)?;
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("reading {}", self.path.display()))?;
         let registry =
             Registry::parse(&text).with_context(|| format!("{}", self.path.display()))?;
         let n = registry.keys.len();
-        if let Ok(mut cur) = self.current.write() {
-            *cur = Arc::new(registry);
-        }
+        *locks::write(&self.current) = Arc::new(registry);
         Ok(n)
     }
 
     /// Reloads when the file's modification time or length changed.
     pub fn reload_if_changed(&self) -> Option<Result<usize>> {
         let now = stamp(&self.path);
-        let changed = self.stamp.lock().map(|s| *s != now).unwrap_or(false);
+        let changed = *locks::lock(&self.stamp) != now;
         changed.then(|| self.reload())
     }
 }
@@ -150,5 +147,62 @@ mod tests {
         assert!(b.reload_if_changed().is_none());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(b.reload_if_changed().unwrap().unwrap(), 1);
+    }
+
+    /// After a panic while the registry lock is held, the server stops and says why; it never
+    /// answers from an empty registry. Stopping is an abort, so the test runs itself again as
+    /// a child process and watches it.
+    #[test]
+    fn a_poisoned_registry_lock_stops_the_server_rather_than_empty_the_registry() {
+        use std::os::unix::process::ExitStatusExt;
+        const CHILD: &str = "REPROLOG_TEST_POISON_THE_REGISTRY";
+        if std::env::var_os(CHILD).is_some() {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("builders");
+            std::fs::write(&path, format!("{KEY}\n")).unwrap();
+            let b = Arc::new(Builders::load(&path).unwrap());
+            let holder = Arc::clone(&b);
+            let _ = std::thread::spawn(move || {
+                let _held = holder.current.write().unwrap();
+                panic!("a bug while the registry lock is held");
+            })
+            .join();
+            assert!(b.current.is_poisoned());
+            println!(
+                "answered from a registry of {} keys",
+                b.current().keys.len()
+            );
+            return;
+        }
+        let name = "a_poisoned_registry_lock_stops_the_server_rather_than_empty_the_registry";
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                &format!("builders::tests::{name}"),
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr),
+        );
+        assert!(stdout.contains("1 test"), "the child ran no test: {stdout}");
+        assert!(!stdout.contains("answered from a registry"), "{stdout}");
+        assert_eq!(
+            child.status.signal(),
+            Some(libc::SIGABRT),
+            "{stdout}{stderr}"
+        );
+        assert!(
+            stderr.contains("a lock was poisoned by a panic; stopping")
+                && stderr.contains("builders.rs"),
+            "{stderr}"
+        );
     }
 }

@@ -9,6 +9,7 @@ mod api;
 mod builders;
 mod keys;
 mod lock;
+mod locks;
 mod metrics;
 mod publisher;
 mod sequencer;

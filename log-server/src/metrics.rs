@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::builders::Registry;
+use crate::locks;
 
 /// A label value as the text format wants it: backslash, double quote and newline escaped.
 pub fn escape_label(value: &str) -> String {
@@ -208,9 +209,9 @@ impl Metrics {
 
     /// The counters of a registered builder name. Callers pass only names of keys in the
     /// builders file; [`Metrics::render`] shows only names the file holds now.
-    fn builder(&self, name: &str) -> Option<Arc<BuilderCounters>> {
-        let mut map = self.builders.lock().ok()?;
-        Some(Arc::clone(map.entry(name.to_owned()).or_default()))
+    fn builder(&self, name: &str) -> Arc<BuilderCounters> {
+        let mut map = locks::lock(&self.builders);
+        Arc::clone(map.entry(name.to_owned()).or_default())
     }
 
     /// Counts entries logged, by registered key name.
@@ -220,25 +221,19 @@ impl Metrics {
             *counts.entry(name).or_default() += 1;
         }
         for (name, n) in counts {
-            if let Some(c) = self.builder(name) {
-                c.logged.fetch_add(n, Relaxed);
-            }
+            self.builder(name).logged.fetch_add(n, Relaxed);
         }
     }
 
     /// Counts a signature by a registered key name that did not verify.
     pub fn builder_refused(&self, name: &str) {
-        if let Some(c) = self.builder(name) {
-            c.refused.fetch_add(1, Relaxed);
-        }
+        self.builder(name).refused.fetch_add(1, Relaxed);
     }
 
     /// The counters of a witness of the policy, created at start.
     pub fn witness(&self, name: &str) -> Arc<WitnessCounters> {
         let counters = Arc::new(WitnessCounters::default());
-        if let Ok(mut w) = self.witnesses.lock() {
-            w.push((name.to_owned(), Arc::clone(&counters)));
-        }
+        locks::lock(&self.witnesses).push((name.to_owned(), Arc::clone(&counters)));
         counters
     }
 
@@ -353,11 +348,8 @@ impl Metrics {
         names.sort_unstable();
         names.dedup();
         let counters: Vec<Option<Arc<BuilderCounters>>> = {
-            let map = self.builders.lock();
-            names
-                .iter()
-                .map(|n| map.as_ref().ok().and_then(|m| m.get(*n).cloned()))
-                .collect()
+            let map = locks::lock(&self.builders);
+            names.iter().map(|n| map.get(*n).cloned()).collect()
         };
         let families = [
             (
@@ -384,9 +376,7 @@ impl Metrics {
     }
 
     fn render_witnesses(&self, out: &mut String) {
-        let Ok(witnesses) = self.witnesses.lock() else {
-            return;
-        };
+        let witnesses = locks::lock(&self.witnesses);
         type Field = fn(&WitnessCounters) -> &AtomicU64;
         let families: [(&str, &str, Field); 3] = [
             (

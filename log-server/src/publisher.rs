@@ -18,6 +18,7 @@ use reprolog_verifier::merkle;
 use reprolog_verifier::note::{Note, SignerKey};
 use tokio::sync::watch;
 
+use crate::locks;
 use crate::metrics::Metrics;
 use crate::storage::LogStore;
 use crate::witnessing::Witnesses;
@@ -123,8 +124,8 @@ fn recosign<S: LogStore>(
     save(store, current.checkpoint.clone(), &note).map(Some)
 }
 
-fn latest(published: &SharedCheckpoint) -> Option<Arc<Published>> {
-    published.read().ok().map(|p| Arc::clone(&p))
+fn latest(published: &SharedCheckpoint) -> Arc<Published> {
+    Arc::clone(&locks::read(published))
 }
 
 /// What the publisher signs with, whom it asks, and how often.
@@ -156,18 +157,18 @@ pub async fn run<S: LogStore>(
         interval,
         retry,
     } = settings;
-    let published_size = |p: &SharedCheckpoint| latest(p).map_or(0, |p| p.checkpoint.size);
+    let published_size = |p: &SharedCheckpoint| latest(p).checkpoint.size;
     // At start the stored checkpoint is signed again for the current size, and cosigned.
     let mut pending = true;
     let mut finishing = false;
     loop {
         finishing |= *finish.borrow();
         if !pending && !finishing {
-            let missing = match (&witnesses, latest(&published)) {
-                (Some(w), Some(p)) => Note::parse(p.note.as_bytes())
+            let missing = match &witnesses {
+                Some(w) => Note::parse(latest(&published).note.as_bytes())
                     .map(|n| !w.missing(&n).is_empty())
                     .unwrap_or(false),
-                _ => false,
+                None => false,
             };
             tokio::select! {
                 changed = size.changed() => {
@@ -177,16 +178,12 @@ pub async fn run<S: LogStore>(
                 }
                 () = tokio::time::sleep(retry), if missing => {
                     let (store, p, w) = (Arc::clone(&store), latest(&published), witnesses.clone());
-                    let again = tokio::task::spawn_blocking(move || match (p, w) {
-                        (Some(p), Some(w)) => recosign(&*store, &p, &w),
-                        _ => Ok(None),
+                    let again = tokio::task::spawn_blocking(move || match w {
+                        Some(w) => recosign(&*store, &p, &w),
+                        None => Ok(None),
                     });
                     match again.await {
-                        Ok(Ok(Some(p))) => {
-                            if let Ok(mut cur) = published.write() {
-                                *cur = Arc::new(p);
-                            }
-                        }
+                        Ok(Ok(Some(p))) => *locks::write(&published) = Arc::new(p),
                         Ok(Ok(None)) => {}
                         Ok(Err(e)) => tracing::error!("adding cosignatures: {e:#}"),
                         Err(e) => tracing::error!("cosigning task failed: {e}"),
@@ -213,9 +210,7 @@ pub async fn run<S: LogStore>(
                 pending = false;
                 metrics.checkpoint_size.store(target, Relaxed);
                 metrics.checkpoints_published.fetch_add(1, Relaxed);
-                if let Ok(mut cur) = published.write() {
-                    *cur = Arc::new(p);
-                }
+                *locks::write(&published) = Arc::new(p);
             }
             Ok(Ok(None)) => pending = true,
             Ok(Err(e)) => tracing::error!("publishing a checkpoint for size {target}: {e:#}"),

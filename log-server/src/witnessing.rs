@@ -2,8 +2,8 @@
 //! the log calls every witness in its policy at once, each with a timeout. A 409 tells the
 //! witness's size; the log then proves consistency from that size and asks again. A witness
 //! that is down or slow costs one timeout and is asked again at the next checkpoint, or,
-//! while the log is idle, every few seconds for the checkpoint already published (see
-//! [`crate::publisher`]), so that it cosigns soon after it comes back.
+//! while the log is idle, every few seconds for the checkpoint already published (the
+//! publisher's loop), so that it cosigns soon after it comes back.
 //!
 //! A witness's answer is untrusted: only a line by the witness's key that verifies over the
 //! log's own checkpoint text is attached. Anything else (a cosignature of other text, lines
@@ -21,6 +21,7 @@ use reprolog_verifier::note::{Note, NoteSignature, VerifierKey};
 use reprolog_verifier::policy::{Policy, PolicyLog, PolicyWitness};
 use reprolog_verifier::witness_request::AddCheckpoint;
 
+use crate::locks;
 use crate::metrics::{Metrics, WitnessCounters};
 use crate::storage::LogStore;
 
@@ -177,29 +178,16 @@ impl Witnesses {
         note: &Note,
         checkpoint: &Checkpoint,
     ) -> Result<NoteSignature, String> {
-        let poisoned = || "the witness size table is poisoned".to_owned();
-        let known = self
-            .sizes
-            .lock()
-            .map_err(|_| poisoned())?
-            .get(&w.name)
-            .copied()
-            .unwrap_or(0);
+        let known = locks::lock(&self.sizes).get(&w.name).copied().unwrap_or(0);
         let mut old = known;
         for _ in 0..2 {
             match self.call(store, w, note, checkpoint, old)? {
                 Answer::Cosigned(sig) => {
-                    self.sizes
-                        .lock()
-                        .map_err(|_| poisoned())?
-                        .insert(w.name.clone(), checkpoint.size);
+                    locks::lock(&self.sizes).insert(w.name.clone(), checkpoint.size);
                     return Ok(sig);
                 }
                 Answer::Holds(size) if size <= checkpoint.size && size != old => {
-                    self.sizes
-                        .lock()
-                        .map_err(|_| poisoned())?
-                        .insert(w.name.clone(), size);
+                    locks::lock(&self.sizes).insert(w.name.clone(), size);
                     old = size;
                 }
                 Answer::Holds(size) => {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod lock;
+mod locks;
 mod metrics;
 mod state;
 
@@ -108,8 +109,10 @@ struct Witness {
 }
 
 impl Witness {
+    /// The logs of the policy in force. A poisoned lock stops the witness (see
+    /// [`crate::locks`]) rather than answer "unknown log" to every request.
     fn logs(&self) -> Arc<Vec<VerifierKey>> {
-        self.logs.read().map(|l| Arc::clone(&l)).unwrap_or_default()
+        Arc::clone(&locks::read(&self.logs))
     }
 }
 
@@ -231,9 +234,7 @@ async fn reload_policy_on_hangup(w: Arc<Witness>, path: PathBuf, mut hangup: Sig
         match read_policy(&path) {
             Ok(logs) => {
                 let n = logs.len();
-                if let Ok(mut cur) = w.logs.write() {
-                    *cur = Arc::new(logs);
-                }
+                *locks::write(&w.logs) = Arc::new(logs);
                 w.metrics.reloads.fetch_add(1, Relaxed);
                 tracing::info!("policy reloaded from {}: {n} logs", path.display());
             }

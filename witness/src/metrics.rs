@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use axum::http::StatusCode;
 
+use crate::locks;
+
 /// Why an add-checkpoint request was refused, from its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -94,9 +96,9 @@ impl Metrics {
 
     /// Counts a checkpoint newly cosigned for `origin`, a log of the policy.
     pub fn cosigned(&self, origin: &str) {
-        if let Ok(mut map) = self.cosigned.lock() {
-            *map.entry(origin.to_owned()).or_default() += 1;
-        }
+        *locks::lock(&self.cosigned)
+            .entry(origin.to_owned())
+            .or_default() += 1;
     }
 
     /// The page. `logs` are the policy's origins with the size the witness holds for each.
@@ -150,7 +152,7 @@ impl Metrics {
                 self.refused[why as usize].load(Relaxed)
             );
         }
-        let cosigned = self.cosigned.lock().map(|m| m.clone()).unwrap_or_default();
+        let cosigned = locks::lock(&self.cosigned).clone();
         let name = "reprolog_witness_checkpoints_cosigned_total";
         header(
             &mut out,

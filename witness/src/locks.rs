@@ -1,0 +1,45 @@
+//! Locks on memory that threads share, and the one policy for a poisoned lock. (The data
+//! directory's lock file is `lock.rs`.)
+//!
+//! A lock is poisoned when a thread panicked while holding it, perhaps halfway through a
+//! change to what it guards. Nothing tells a half-made change from a whole one, so the witness
+//! stops: it logs "a lock was poisoned by a panic; stopping" with the place of the lock and
+//! aborts, and its supervisor restarts it from what is durable on disk. Going on would answer
+//! from state that may be wrong (a policy read as empty refuses every log) with no word
+//! why. `docs/architecture.md`, "Locks", gives the reasons.
+
+use std::panic::Location;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Locks `m`, stopping the process if it is poisoned.
+#[track_caller]
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(_) => stop(Location::caller()),
+    }
+}
+
+/// Takes `l` for reading, stopping the process if it is poisoned.
+#[track_caller]
+pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match l.read() {
+        Ok(guard) => guard,
+        Err(_) => stop(Location::caller()),
+    }
+}
+
+/// Takes `l` for writing, stopping the process if it is poisoned.
+#[track_caller]
+pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match l.write() {
+        Ok(guard) => guard,
+        Err(_) => stop(Location::caller()),
+    }
+}
+
+#[cold]
+fn stop(at: &Location<'_>) -> ! {
+    tracing::error!(lock = %at, "a lock was poisoned by a panic; stopping");
+    std::process::abort()
+}
