@@ -36,7 +36,8 @@ use tokio::sync::watch;
 use reprolog_verifier::policy::Policy;
 
 use crate::builders::Builders;
-use crate::storage::{EmbeddedStore, LogStore};
+use crate::storage::embedded::EmbeddedStore;
+use crate::storage::LogStore;
 use crate::witnessing::Witnesses;
 
 #[derive(Parser)]

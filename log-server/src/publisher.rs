@@ -225,7 +225,8 @@ pub async fn run<S: LogStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{AppendBatch, EmbeddedStore, NewEntry};
+    use crate::storage::embedded::EmbeddedStore;
+    use crate::storage::{AppendBatch, NewEntry};
 
     fn store_with(n: u64) -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();

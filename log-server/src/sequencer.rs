@@ -84,6 +84,19 @@ fn run<S: LogStore>(
     }
 }
 
+/// The store's own error when reading the tree's nodes failed, so that a failing disk is
+/// told as I/O and not as corruption. Any other error means the store answered with the wrong
+/// number of nodes, a fault of its engine.
+fn node_error(e: merkle::ProofError) -> StoreError {
+    match e {
+        merkle::ProofError::Storage(inner) => match inner.downcast::<StoreError>() {
+            Ok(e) => *e,
+            Err(other) => StoreError::Engine(other.to_string()),
+        },
+        other => StoreError::Engine(format!("computing the new tree nodes: {other}")),
+    }
+}
+
 /// Sequences and commits one batch; returns each submission's outcomes and the new size.
 fn integrate<S: LogStore>(
     store: &S,
@@ -121,10 +134,7 @@ fn integrate<S: LogStore>(
         return Ok((outcomes, start_size));
     }
     let leaves: Vec<Hash> = fresh.iter().map(|e| e.leaf).collect();
-    let nodes = merkle::append_leaves(start_size, &leaves, store).map_err(|e| match e {
-        merkle::ProofError::Storage(inner) => StoreError::Corrupt(inner.to_string()),
-        other => StoreError::Corrupt(other.to_string()),
-    })?;
+    let nodes = merkle::append_leaves(start_size, &leaves, store).map_err(node_error)?;
     let count = fresh.len() as u64;
     let commit = Instant::now();
     let batch = AppendBatch {
@@ -150,4 +160,160 @@ fn integrate<S: LogStore>(
         .tree_size
         .store(start_size + count, Ordering::Relaxed);
     Ok((outcomes, start_size + count))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::ops::Range;
+    use std::sync::atomic::AtomicBool;
+
+    use reprolog_verifier::merkle::{HashReader, NodeId};
+
+    use super::*;
+    use crate::storage::embedded::{tests::new_entry, EmbeddedStore};
+    use crate::storage::{Appended, PathIndex};
+
+    /// The embedded store, failing as a full or a failing disk does when told to: appends
+    /// with ENOSPC, reads of tree nodes with EIO.
+    struct Failing {
+        store: EmbeddedStore,
+        full: AtomicBool,
+        unreadable: AtomicBool,
+    }
+
+    fn os_error(what: &str, code: i32) -> StoreError {
+        StoreError::io(what, io::Error::from_raw_os_error(code))
+    }
+
+    impl HashReader for Failing {
+        type Error = StoreError;
+        fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+            if self.unreadable.load(Ordering::Relaxed) {
+                return Err(os_error("nodes", libc::EIO));
+            }
+            self.store.read_hashes(nodes)
+        }
+    }
+
+    impl PathIndex for Failing {
+        fn path_indexes(
+            &self,
+            hash_part: &str,
+            after: Option<u64>,
+            limit: usize,
+        ) -> Result<(Vec<u64>, bool), StoreError> {
+            self.store.path_indexes(hash_part, after, limit)
+        }
+    }
+
+    impl LogStore for Failing {
+        fn size(&self) -> Result<u64, StoreError> {
+            self.store.size()
+        }
+        fn find_entry(&self, leaf: &Hash) -> Result<Option<u64>, StoreError> {
+            self.store.find_entry(leaf)
+        }
+        fn append(&self, batch: &AppendBatch) -> Result<Appended, StoreError> {
+            if self.full.load(Ordering::Relaxed) {
+                return Err(os_error("entries.data", libc::ENOSPC));
+            }
+            self.store.append(batch)
+        }
+        fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
+            self.store.entries(range)
+        }
+        fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            self.store.builder_counts()
+        }
+        fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.store.checkpoint()
+        }
+        fn save_checkpoint(&self, note: &[u8]) -> Result<(), StoreError> {
+            self.store.save_checkpoint(note)
+        }
+        fn disk_bytes(&self) -> Result<u64, StoreError> {
+            self.store.disk_bytes()
+        }
+    }
+
+    fn entry(i: u64) -> NewEntry {
+        new_entry(i, "out", &i.to_be_bytes(), 100, "builder-1")
+    }
+
+    /// Submits entries as one request and waits for the answer.
+    fn submit(
+        sequencer: &mpsc::Sender<Submission>,
+        entries: Range<u64>,
+    ) -> Result<Vec<Sequenced>, Arc<StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        sequencer
+            .blocking_send(Submission {
+                entries: entries.map(entry).collect(),
+                reply,
+                arrived: Instant::now(),
+            })
+            .unwrap();
+        answer.blocking_recv().unwrap()
+    }
+
+    /// The error is the operating system's, with its own words, and never called corruption.
+    fn assert_io(e: &StoreError, code: i32) {
+        let said = e.to_string();
+        assert!(
+            matches!(e, StoreError::Io { error, .. } if error.raw_os_error() == Some(code)),
+            "{e:?}"
+        );
+        let words = io::Error::from_raw_os_error(code).to_string();
+        assert!(said.contains(&words) && !said.contains("corrupt"), "{said}");
+    }
+
+    #[test]
+    fn a_full_or_failing_disk_is_an_io_error_and_loses_nothing_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Failing {
+            store: EmbeddedStore::open(dir.path(), 1 << 20).unwrap(),
+            full: AtomicBool::new(false),
+            unreadable: AtomicBool::new(false),
+        });
+        let (size_tx, size) = watch::channel(0);
+        let sequencer = start(Arc::clone(&store), Arc::new(Metrics::default()), size_tx);
+        let logged: Vec<Sequenced> = (0..3).map(Sequenced::Logged).collect();
+        assert_eq!(submit(&sequencer, 0..3).unwrap(), logged);
+
+        store.full.store(true, Ordering::Relaxed);
+        let full = submit(&sequencer, 3..5).unwrap_err();
+        assert_io(&full, libc::ENOSPC);
+        assert!(
+            full.to_string().contains("No space left on device"),
+            "{full}"
+        );
+
+        // Appending leaf 3 reads leaf 2, its sibling: a read failing there is the disk's
+        // fault too, not the data's.
+        store.full.store(false, Ordering::Relaxed);
+        store.unreadable.store(true, Ordering::Relaxed);
+        assert_io(&submit(&sequencer, 3..5).unwrap_err(), libc::EIO);
+        assert_eq!(
+            *size.borrow(),
+            3,
+            "no size was published for a failed batch"
+        );
+
+        // Once the sequencer thread has seen its channel close, the test holds the only
+        // reference and can close the store (sled allows one opener).
+        drop(sequencer);
+        let stopping = Instant::now();
+        while Arc::strong_count(&store) > 1 {
+            assert!(
+                stopping.elapsed().as_secs() < 10,
+                "the sequencer did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        let acknowledged: Vec<Vec<u8>> = (0..3).map(|i| entry(i).bytes).collect();
+        assert_eq!(store.entries(0..10).unwrap(), acknowledged);
+    }
 }

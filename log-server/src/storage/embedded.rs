@@ -23,20 +23,22 @@
 //! five inserts of the first layout, and its memory grew with the database. Appends and
 //! positional reads of flat files cost almost nothing, and a node is one `pread`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
 
+use super::files::open_file;
 use super::hash_index::Key;
 use super::hash_index::{leaf_key, path_key, HashIndex, Record};
 use super::post_order::{node_count, position};
-use super::{AppendBatch, Appended, LogStore, StoreError};
+use super::{AppendBatch, Appended, LogStore, PathIndex, StoreError};
+use crate::locks;
 
 const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
@@ -58,9 +60,9 @@ pub struct EmbeddedStore {
     paths: HashIndex,
     leaves: HashIndex,
     firsts: HashIndex,
-    /// Set when an append failed after its first write: appending stops, and a restart
-    /// recovers from what is durable (and brings the path index up to date).
-    failed: AtomicBool,
+    /// What made an append fail after its first write, once one has: appending stops, and a
+    /// restart recovers from what is durable (and brings the indexes up to date).
+    failed: OnceLock<String>,
     /// The tree's nodes at levels `CACHED_FROM..`, by level and index.
     upper: RwLock<Vec<Vec<Hash>>>,
     /// The durable number of entries; readers never look past it.
@@ -69,16 +71,19 @@ pub struct EmbeddedStore {
     data_end: Mutex<u64>,
 }
 
-fn poisoned() -> StoreError {
-    StoreError::Engine("a store lock is poisoned".into())
-}
-
+/// Sled's errors, told by cause like the store's own.
 fn engine(e: sled::Error) -> StoreError {
-    StoreError::Engine(e.to_string())
+    match e {
+        sled::Error::Io(error) => StoreError::io("index (sled)", error),
+        sled::Error::Corruption { at, .. } => {
+            StoreError::Corrupt(format!("index (sled) is damaged at {at:?}"))
+        }
+        other => StoreError::Engine(other.to_string()),
+    }
 }
 
 fn io(what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Engine(format!("{what}: {e}"))
+    StoreError::io(what, e)
 }
 
 fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
@@ -86,19 +91,6 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, not 8", bytes.len())))?;
     Ok(u64::from_be_bytes(arr))
-}
-
-/// Opens (or creates) one of the store's files, never through a symbolic link.
-pub(super) fn open_file(path: &Path) -> Result<File, StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| io(&path.display().to_string(), e))
 }
 
 /// Cuts a file back to `len` bytes, refusing if it holds fewer.
@@ -120,7 +112,7 @@ impl EmbeddedStore {
     /// Opens the store in `dir`, creating it if needed; `cache_bytes` bounds sled's cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         if dir.join("conf").exists() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Unsupported(format!(
                 "{} holds a store of the first layout (sled only), which this version does not \
                  read; keep it with the old binary or start a new log with a new origin",
                 dir.display()
@@ -163,7 +155,7 @@ impl EmbeddedStore {
             paths,
             leaves,
             firsts,
-            failed: AtomicBool::new(false),
+            failed: OnceLock::new(),
             upper: RwLock::new(Vec::new()),
             size: AtomicU64::new(size),
             data_end: Mutex::new(data_end),
@@ -181,7 +173,7 @@ impl EmbeddedStore {
                 )
             })
             .collect::<Result<_, _>>()?;
-        *store.upper.write().map_err(|_| poisoned())? = upper;
+        *locks::write(&store.upper) = upper;
         store.index_entries(
             [paths_indexed, leaves_indexed, firsts_indexed].map(|i| i.min(size)),
             size,
@@ -213,8 +205,8 @@ impl EmbeddedStore {
     }
 
     /// Keeps the batch's nodes of the cached levels.
-    fn remember_upper_levels(&self, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
-        let mut upper = self.upper.write().map_err(|_| poisoned())?;
+    fn remember_upper_levels(&self, nodes: &[(NodeId, Hash)]) {
+        let mut upper = locks::write(&self.upper);
         for (node, hash) in nodes.iter().filter(|(n, _)| n.level >= CACHED_FROM) {
             let level = usize::from(node.level - CACHED_FROM);
             if upper.len() <= level {
@@ -224,7 +216,6 @@ impl EmbeddedStore {
                 upper[level].push(*hash);
             }
         }
-        Ok(())
     }
 
     /// Brings the path, leaf and firsts indexes up to `size` from the entry each is complete
@@ -292,7 +283,7 @@ fn refuse_version_1(data: &File, offsets: &File, size: u64) -> Result<(), StoreE
     data.read_exact_at(&mut head, 0)
         .map_err(|e| io("entries.data", e))?;
     if head.starts_with(b"reprolog-entry/v1\n") {
-        return Err(StoreError::Corrupt(
+        return Err(StoreError::Unsupported(
             "this store holds version 1 entries, which carried unsigned narinfo fields and are \
              no longer served; keep it with the old binary, or start a new log with a new origin"
                 .into(),
@@ -318,12 +309,12 @@ impl HashReader for EmbeddedStore {
         // (position in the node file, place in `out`) of what the upper levels lack.
         let mut from_file = Vec::new();
         {
-            let upper = self.upper.read().map_err(|_| poisoned())?;
+            let upper = locks::read(&self.upper);
             for (slot, n) in wanted.iter().enumerate() {
                 let complete = size.checked_shr(u32::from(n.level)).unwrap_or(0) > n.index;
                 if !complete {
-                    return Err(StoreError::Corrupt(format!(
-                        "node {}/{} is not stored",
+                    return Err(StoreError::Invalid(format!(
+                        "node {}/{} is not in the tree of {size} entries",
                         n.level, n.index
                     )));
                 }
@@ -360,6 +351,17 @@ impl HashReader for EmbeddedStore {
     }
 }
 
+impl PathIndex for EmbeddedStore {
+    fn path_indexes(
+        &self,
+        hash_part: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), StoreError> {
+        self.paths.lookup_page(&path_key(hash_part)?, after, limit)
+    }
+}
+
 impl LogStore for EmbeddedStore {
     fn size(&self) -> Result<u64, StoreError> {
         Ok(self.size.load(Ordering::Acquire))
@@ -376,14 +378,11 @@ impl LogStore for EmbeddedStore {
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<Appended, StoreError> {
-        let mut data_end = self
-            .data_end
-            .lock()
-            .map_err(|_| StoreError::Engine("an earlier append panicked".into()))?;
-        if self.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Engine(
-                "an earlier append failed midway; restart the server to recover".into(),
-            ));
+        let mut data_end = locks::lock(&self.data_end);
+        if let Some(cause) = self.failed.get() {
+            return Err(StoreError::Stopped {
+                cause: cause.clone(),
+            });
         }
         let start = self.size.load(Ordering::Acquire);
         if start != batch.start_size {
@@ -434,7 +433,7 @@ impl LogStore for EmbeddedStore {
         let committed = self.write_batch(start, *data_end, encoded).and_then(|()| {
             *data_end += added;
             self.size.store(end, Ordering::Release);
-            self.remember_upper_levels(&batch.nodes)?;
+            self.remember_upper_levels(&batch.nodes);
             let mut disagreements = 0;
             // In log order, so that a path's first entry in this batch is filed before the
             // batch's later entries of that path are compared with it.
@@ -448,8 +447,8 @@ impl LogStore for EmbeddedStore {
             self.firsts.indexed_up_to(end)?;
             Ok(Appended { disagreements })
         });
-        if committed.is_err() {
-            self.failed.store(true, Ordering::Release);
+        if let Err(e) = &committed {
+            let _ = self.failed.set(e.to_string());
         }
         committed
     }
@@ -496,15 +495,6 @@ impl LogStore for EmbeddedStore {
             from = to;
         }
         Ok(out)
-    }
-
-    fn path_indexes(
-        &self,
-        hash_part: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<(Vec<u64>, bool), StoreError> {
-        self.paths.lookup_page(&path_key(hash_part)?, after, limit)
     }
 
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -571,7 +561,7 @@ fn node_run(start: u64, end: u64, nodes: &[(NodeId, Hash)]) -> Result<Vec<u8>, S
     let first = node_count(start);
     let want = node_count(end) - first;
     if nodes.len() as u64 != want {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::Invalid(format!(
             "a batch from {start} to {end} must complete {want} nodes, not {}",
             nodes.len()
         )));
@@ -583,13 +573,13 @@ fn node_run(start: u64, end: u64, nodes: &[(NodeId, Hash)]) -> Result<Vec<u8>, S
             .checked_sub(first)
             .filter(|s| *s < want)
             .ok_or_else(|| {
-                StoreError::Corrupt(format!(
+                StoreError::Invalid(format!(
                     "node {}/{} is not completed by this batch",
                     node.level, node.index
                 ))
             })? as usize;
         if std::mem::replace(&mut seen[slot], true) {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Invalid(format!(
                 "node {}/{} appears twice in a batch",
                 node.level, node.index
             )));
@@ -600,7 +590,7 @@ fn node_run(start: u64, end: u64, nodes: &[(NodeId, Hash)]) -> Result<Vec<u8>, S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::NewEntry;
     use reprolog_verifier::entry::EntryKind;
@@ -608,10 +598,11 @@ mod tests {
     use reprolog_verifier::nix::narinfo::NixHash;
     use reprolog_verifier::nix::{nix32, NixSecretKey, StorePath};
     use sha2::Digest;
+    use std::fs::OpenOptions;
 
     /// A real encoded entry of the store path `/nix/store/<hash of path_seed>-<name>`, whose
     /// NAR hash is the hash of `nar_seed`.
-    pub(super) fn new_entry(
+    pub(crate) fn new_entry(
         path_seed: u64,
         name: &str,
         nar_seed: &[u8],

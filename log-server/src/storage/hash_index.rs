@@ -37,7 +37,9 @@ use reprolog_verifier::merkle::Hash;
 use reprolog_verifier::nix::nix32;
 use sha2::{Digest, Sha256};
 
+use super::files::open_file;
 use super::StoreError;
+use crate::locks;
 
 const PAGE: usize = 4096;
 const SLOT: usize = 32;
@@ -57,7 +59,7 @@ pub type Key = [u8; KEY];
 pub fn path_key(hash_part: &str) -> Result<Key, StoreError> {
     nix32::decode(hash_part, KEY)
         .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("{hash_part:?} is not a store path hash")))
+        .ok_or_else(|| StoreError::Invalid(format!("{hash_part:?} is not a store path hash")))
 }
 
 /// The key of a leaf hash.
@@ -233,6 +235,7 @@ struct Tail {
 
 pub struct HashIndex {
     pages: Arc<File>,
+    pages_path: PathBuf,
     dir_path: PathBuf,
     directory: Mutex<Directory>,
     /// For chains written to since opening, by first page: where the next record goes, so
@@ -242,12 +245,10 @@ pub struct HashIndex {
     saving: Arc<AtomicBool>,
 }
 
-fn io(what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Engine(format!("hash index {what}: {e}"))
-}
-
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Engine("a hash index lock is poisoned".into())
+/// An I/O error on one of the index's files, named as the embedded store names its own.
+fn io(file: &Path, e: std::io::Error) -> StoreError {
+    let name = file.file_name().unwrap_or(file.as_os_str());
+    StoreError::io(name.to_string_lossy(), e)
 }
 
 impl HashIndex {
@@ -260,19 +261,20 @@ impl HashIndex {
         let saved = match std::fs::read(&dir_path) {
             Ok(bytes) => Directory::decode(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io("directory", e)),
+            Err(e) => return Err(io(&dir_path, e)),
         };
         let fresh = saved.is_none();
         if fresh && dir_path.exists() {
             tracing::warn!("{} is damaged; rebuilding that index", dir_path.display());
         }
         let directory = saved.unwrap_or_else(Directory::fresh);
-        let pages = super::embedded::open_file(&pages_path)?;
+        let pages = open_file(&pages_path)?;
         if fresh {
-            pages.set_len(0).map_err(|e| io("pages", e))?;
+            pages.set_len(0).map_err(|e| io(&pages_path, e))?;
         }
         let index = HashIndex {
             pages: Arc::new(pages),
+            pages_path,
             dir_path,
             directory: Mutex::new(directory.clone()),
             tails: Mutex::new(Default::default()),
@@ -287,7 +289,7 @@ impl HashIndex {
         index
             .pages
             .set_len(u64::from(directory.pages) * PAGE as u64)
-            .map_err(|e| io("pages", e))?;
+            .map_err(|e| io(&index.pages_path, e))?;
         Ok((index, directory.indexed))
     }
 
@@ -307,7 +309,7 @@ impl HashIndex {
                 if p.next() >= saved.pages {
                     self.pages
                         .write_all_at(&[0; 4], u64::from(page) * PAGE as u64 + 4)
-                        .map_err(|e| io("pages", e))?;
+                        .map_err(|e| io(&self.pages_path, e))?;
                     break;
                 }
                 page = p.next();
@@ -326,7 +328,7 @@ impl HashIndex {
                 Ok(0) => break,
                 Ok(n) => read += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io("pages", e)),
+                Err(e) => return Err(io(&self.pages_path, e)),
             }
         }
         Ok(Page(bytes))
@@ -335,7 +337,7 @@ impl HashIndex {
     fn write_page(&self, page: u32, bytes: &[u8]) -> Result<(), StoreError> {
         self.pages
             .write_all_at(bytes, u64::from(page) * PAGE as u64)
-            .map_err(|e| io("pages", e))
+            .map_err(|e| io(&self.pages_path, e))
     }
 
     /// The pages of a bucket's chain, with their numbers.
@@ -411,15 +413,15 @@ impl HashIndex {
     }
 
     fn bucket_head(&self, key: &Key) -> Result<u32, StoreError> {
-        let d = self.directory.lock().map_err(poisoned)?;
+        let d = locks::lock(&self.directory);
         Ok(d.buckets[d.bucket_of(d.hash(key))])
     }
 
     /// Adds a record. One writer at a time. Adding a record twice is harmless (lookups return
     /// each record once), which lets a restart index again entries that may be there.
     pub fn insert(&self, record: Record) -> Result<(), StoreError> {
-        let mut d = self.directory.lock().map_err(poisoned)?;
-        let mut tails = self.tails.lock().map_err(poisoned)?;
+        let mut d = locks::lock(&self.directory);
+        let mut tails = locks::lock(&self.tails);
         let hash = d.hash(&record.key);
         let encoded = record.encode();
         loop {
@@ -489,7 +491,7 @@ impl HashIndex {
         self.write_page(new, &encode_page(depth, &[*record]))?;
         self.pages
             .write_all_at(&new.to_le_bytes(), u64::from(last) * PAGE as u64 + 4)
-            .map_err(|e| io("pages", e))?;
+            .map_err(|e| io(&self.pages_path, e))?;
         Ok(Tail {
             page: new,
             fill: 1,
@@ -503,7 +505,7 @@ impl HashIndex {
                 encoded,
                 u64::from(page) * PAGE as u64 + (slot * SLOT) as u64,
             )
-            .map_err(|e| io("pages", e))
+            .map_err(|e| io(&self.pages_path, e))
     }
 
     /// Splits the full bucket of `depth` that `hash` falls in into two new chains.
@@ -567,7 +569,7 @@ impl HashIndex {
             return Ok(()); // The next batch tries again.
         }
         let snapshot = {
-            let mut d = self.directory.lock().map_err(poisoned)?;
+            let mut d = locks::lock(&self.directory);
             if size < d.indexed + SYNC_EVERY {
                 return Ok(());
             }
@@ -575,13 +577,14 @@ impl HashIndex {
             d.clone()
         };
         self.saving.store(true, Ordering::Release);
-        let (pages, saving, dir_path) = (
+        let (pages, saving, pages_path, dir_path) = (
             Arc::clone(&self.pages),
             Arc::clone(&self.saving),
+            self.pages_path.clone(),
             self.dir_path.clone(),
         );
         std::thread::spawn(move || {
-            if let Err(e) = save(&pages, &dir_path, &snapshot) {
+            if let Err(e) = save(&pages, &pages_path, &dir_path, &snapshot) {
                 tracing::error!("saving {}: {e}", dir_path.display());
             }
             saving.store(false, Ordering::Release);
@@ -596,43 +599,43 @@ impl HashIndex {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let snapshot = {
-            let mut d = self.directory.lock().map_err(poisoned);
-            match &mut d {
-                Ok(d) => {
-                    d.indexed = size;
-                    Ok(d.clone())
-                }
-                Err(_) => Err(StoreError::Engine("the path index lock is poisoned".into())),
-            }
+            let mut d = locks::lock(&self.directory);
+            d.indexed = size;
+            d.clone()
         };
-        let result = snapshot.and_then(|s| save(&self.pages, &self.dir_path, &s));
+        let result = save(&self.pages, &self.pages_path, &self.dir_path, &snapshot);
         self.saving.store(false, Ordering::Release);
         result
     }
 }
 
 /// Makes the pages durable, then replaces the directory file with `snapshot`.
-fn save(pages: &File, dir_path: &Path, snapshot: &Directory) -> Result<(), StoreError> {
-    pages.sync_data().map_err(|e| io("pages", e))?;
+fn save(
+    pages: &File,
+    pages_path: &Path,
+    dir_path: &Path,
+    snapshot: &Directory,
+) -> Result<(), StoreError> {
+    pages.sync_data().map_err(|e| io(pages_path, e))?;
     let tmp = dir_path.with_extension("tmp");
     // A file a crash left here is replaced; a symbolic link is removed, never followed.
     match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("directory", e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp, e)),
         _ => {}
     }
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)
-        .map_err(|e| io("directory", e))?;
+        .map_err(|e| io(&tmp, e))?;
     f.write_all(&snapshot.encode())
         .and_then(|()| f.sync_all())
-        .map_err(|e| io("directory", e))?;
-    std::fs::rename(&tmp, dir_path).map_err(|e| io("directory", e))?;
+        .map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, dir_path).map_err(|e| io(dir_path, e))?;
     if let Some(parent) = dir_path.parent() {
         File::open(parent)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io("directory", e))?;
+            .map_err(|e| io(parent, e))?;
     }
     Ok(())
 }
