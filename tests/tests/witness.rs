@@ -10,7 +10,7 @@ use reprolog_tests::{
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::merkle::{self, MemoryTree};
 use reprolog_verifier::nix::NixSecretKey;
-use reprolog_verifier::note::{Note, SignerKey};
+use reprolog_verifier::note::{Note, NoteSignature, SignerKey};
 use reprolog_verifier::policy::Policy;
 use reprolog_verifier::witness_request::AddCheckpoint;
 use sha2::{Digest, Sha256};
@@ -451,4 +451,41 @@ fn the_witness_keeps_only_the_logs_signature_and_answers_replays_without_writing
     }
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(newest_write(&dir.path().join("state")), before);
+}
+
+/// A checkpoint of the very tree the witness holds, but with an extension line, is another
+/// checkpoint: it is cosigned over its own text, never answered with the stored cosignature
+/// of the text the witness held.
+#[test]
+fn the_held_tree_with_another_extension_line_is_cosigned_over_its_own_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = TestLog::new("example.com/log-a", 1);
+    log.grow_to(10);
+    let w = witness_for(dir.path(), &[&log.key]);
+    let (status, _, held) = add(&w, &log.request(0, 10));
+    assert_eq!(status, 200, "{held}");
+
+    let mut extended = Checkpoint::new(
+        log.key.name(),
+        10,
+        merkle::tree_hash(10, &log.tree).unwrap(),
+    );
+    extended.extensions.push("an extension line".to_owned());
+    let text = extended.to_text();
+    let mut note = Note::new(&text).unwrap();
+    note.sign(&log.key);
+    let request = AddCheckpoint {
+        old_size: 10,
+        proof: Vec::new(),
+        checkpoint: note.encode(),
+    };
+    let (status, _, line) = add(&w, &request.encode());
+    assert_eq!(status, 200, "{line}");
+    assert_ne!(line, held, "answered with the cosignature of the old text");
+    let mut cosigned = Note::new(&text).unwrap();
+    cosigned.add_signature(NoteSignature::parse_line(line.trim_end()).unwrap());
+    let verified = cosigned
+        .verify(&[w.verifier_key()])
+        .expect("the cosignature signs the extended text");
+    assert!(verified[0].timestamp.is_some());
 }

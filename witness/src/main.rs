@@ -377,9 +377,11 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
             return conflict(held);
         }
         if let Some(latest) = &expected {
-            // The checkpoint it already holds, sent again: its cosignature, with no write.
+            // The checkpoint it already holds, sent again: its cosignature, with no write. Only
+            // for the very same text: the same tree with other extension lines is another
+            // checkpoint, which the stored cosignature does not sign; it is cosigned below.
             if req.old_size == checkpoint.size && latest.root == checkpoint.root {
-                if let Some(line) = own_cosignature(w, latest) {
+                if let Some(line) = own_cosignature(w, latest, note.text()) {
                     return plain(StatusCode::OK, line);
                 }
             }
@@ -456,12 +458,15 @@ fn check_and_cosign(w: &Witness, body: &[u8]) -> Response {
     }
 }
 
-/// This witness's cosignature line in the checkpoint it holds.
-fn own_cosignature(w: &Witness, latest: &Latest) -> Option<String> {
+/// This witness's cosignature line in the checkpoint it holds, if that checkpoint's text is
+/// `text`.
+fn own_cosignature(w: &Witness, latest: &Latest, text: &str) -> Option<String> {
     let vkey = w.key.cosignature_verifier_key();
-    Note::parse(latest.note.as_bytes())
-        .ok()?
-        .signatures()
+    let held = Note::parse(latest.note.as_bytes()).ok()?;
+    if held.text() != text {
+        return None;
+    }
+    held.signatures()
         .iter()
         .find(|s| s.name == vkey.name() && s.key_id == vkey.key_id())
         .map(|s| s.to_line())
