@@ -107,7 +107,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 250)]
     checkpoint_interval_ms: u64,
     /// sled's page cache, in MiB. sled holds only the size, the checkpoint and builder
-    /// counts; entries, tree nodes and the path index are files served by the page cache.
+    /// counts; entries, tree nodes and the hash indexes are files served by the page cache.
     #[arg(long, default_value_t = 16)]
     cache_mb: u64,
     /// Witnesses to ask for cosignatures: `witness <name> <verifier key> <url>` lines, and
