@@ -148,11 +148,7 @@ async fn permit(
 }
 
 fn current<S>(state: &AppState<S>) -> Arc<Published> {
-    state
-        .published
-        .read()
-        .map(|p| Arc::clone(&p))
-        .expect("checkpoint lock poisoned")
+    Arc::clone(&crate::locks::read(&state.published))
 }
 
 // ---- submission ----------------------------------------------------------------------------
