@@ -148,7 +148,7 @@ async fn permit(
 }
 
 fn current<S>(state: &AppState<S>) -> Arc<Published> {
-    Arc::clone(&crate::locks::read(&state.published))
+    Arc::clone(&reprolog_verifier::locks::read(&state.published))
 }
 
 // ---- submission ----------------------------------------------------------------------------

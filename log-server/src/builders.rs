@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use reprolog_verifier::keyfile;
 use reprolog_verifier::nix::NixPublicKey;
 
-use crate::locks;
+use reprolog_verifier::locks;
 
 const TEMPLATE: &str = "\
 # Builder keys allowed to append to this log: one Nix public key (name:base64) a line,
@@ -87,7 +87,7 @@ impl Builders {
         Ok(b)
     }
 
-    /// The registry in force. A poisoned lock stops the server (see [`crate::locks`]): an
+    /// The registry in force. A poisoned lock stops the server (see [`reprolog_verifier::locks`]): an
     /// empty registry in its place would refuse every builder with no word why.
     pub fn current(&self) -> Arc<Registry> {
         Arc::clone(&locks::read(&self.current))

@@ -8,8 +8,6 @@
 mod api;
 mod builders;
 mod keys;
-mod lock;
-mod locks;
 mod metrics;
 mod publisher;
 mod sequencer;
@@ -161,7 +159,7 @@ fn run(command: Command) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     reprolog_verifier::keyfile::prepare_data_dir(&args.data)?;
     // Before anything in the directory is read or written, the store above all.
-    let _lock = lock::lock(&args.data, "reprolog-server")?;
+    let _lock = reprolog_verifier::keyfile::lock_data_dir(&args.data, "reprolog-server")?;
     // Listening now, before the address is printed: a signal sent as soon as the server is
     // up must stop it cleanly, not kill it.
     let stop_signals = (

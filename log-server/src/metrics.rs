@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::builders::Registry;
-use crate::locks;
+use reprolog_verifier::locks;
 
 /// A label value as the text format wants it: backslash, double quote and newline escaped.
 pub fn escape_label(value: &str) -> String {

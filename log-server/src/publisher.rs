@@ -18,10 +18,10 @@ use reprolog_verifier::merkle;
 use reprolog_verifier::note::{Note, SignerKey};
 use tokio::sync::watch;
 
-use crate::locks;
 use crate::metrics::Metrics;
 use crate::storage::LogStore;
 use crate::witnessing::Witnesses;
+use reprolog_verifier::locks;
 
 /// The checkpoint clients see.
 #[derive(Clone, Debug)]

@@ -21,9 +21,9 @@ use reprolog_verifier::note::{Note, NoteSignature, VerifierKey};
 use reprolog_verifier::policy::{Policy, PolicyLog, PolicyWitness};
 use reprolog_verifier::witness_request::AddCheckpoint;
 
-use crate::locks;
 use crate::metrics::{Metrics, WitnessCounters};
 use crate::storage::LogStore;
+use reprolog_verifier::locks;
 
 /// The answers a witness may give that the log acts on.
 enum Answer {

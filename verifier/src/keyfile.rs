@@ -1,4 +1,4 @@
-//! Files of a server's data directory (feature `keyfile`): secret keys created with mode 0600
+//! Files of a server's data directory (feature `server`): secret keys created with mode 0600
 //! and refused when group or others may read them; public files written without following
 //! symbolic links; a data directory refused when others may write to it (whoever can write
 //! there could plant a symbolic link that redirects the server's writes). The one part of
@@ -55,6 +55,16 @@ pub enum KeyFileError {
         /// The name the caller asked for.
         wanted: String,
     },
+    /// Another process holds the data directory's lock.
+    #[error("{} is in use by another {program} (pid {pid})", dir.display())]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The program that locks it (ours: the holder is another one of us).
+        program: String,
+        /// The pid the holder wrote into the lock file, or `unknown`.
+        pid: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -94,6 +104,68 @@ pub fn check_not_writable_by_others(path: &Path) -> Result<(), KeyFileError> {
         });
     }
     Ok(())
+}
+
+/// Holds a data directory's lock until dropped (at exit).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Locks data directory `dir` for `program`, or says which process holds it: `DATA/lock`
+/// holds an exclusive lock and the holder's pid while it runs. Two processes on one store
+/// would interleave appends and corrupt it, and sled's own lock only says so in terms of
+/// sled files, after keys and other files were touched. The kernel drops the lock when the
+/// process dies however it dies, so a crash never leaves the directory locked; the pid left
+/// in the file is then stale and harmless.
+pub fn lock_data_dir(dir: &Path, program: &str) -> Result<DataDirLock, KeyFileError> {
+    use std::fs::TryLockError;
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        // A link planted here must not make us write a pid into another file.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(KeyFileError::InUse {
+                dir: dir.to_owned(),
+                program: program.to_owned(),
+                pid: lock_holder(&file),
+            })
+        }
+        Err(TryLockError::Error(e)) => return Err(io(&path)(e)),
+    }
+    let pid = format!("{}\n", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
+        .map_err(io(&path))?;
+    Ok(DataDirLock { _file: file })
+}
+
+/// The pid the holder wrote. It writes just after locking, so an empty file is read again
+/// for a moment before giving up.
+fn lock_holder(mut file: &std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    for _ in 0..20 {
+        let mut text = String::new();
+        if file.read_to_string(&mut text).is_ok() {
+            let pid = text.trim();
+            if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+                return pid.to_owned();
+            }
+        }
+        let _ = file.rewind();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    "unknown".to_owned()
 }
 
 /// Creates a data directory (mode 0700 for what it creates) or checks an existing one: it
@@ -177,6 +249,37 @@ pub fn random_name(prefix: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_second_lock_names_the_holder_and_a_released_one_is_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = super::lock_data_dir(dir.path(), "reprolog-server").unwrap();
+        let err = super::lock_data_dir(dir.path(), "reprolog-server")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{} is in use by another reprolog-server (pid {})",
+                dir.path().display(),
+                std::process::id()
+            )
+        );
+        drop(held);
+        assert!(super::lock_data_dir(dir.path(), "reprolog-server").is_ok());
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_lock_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&victim, data.join("lock")).unwrap();
+        assert!(super::lock_data_dir(&data, "reprolog-server").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+
     use super::*;
     use std::os::unix::fs::symlink;
 

@@ -1,7 +1,7 @@
 //! # reprolog-verifier
 //!
 //! Every format and proof of reprolog, the transparency log for Nix signing events, as pure
-//! code (no network, no async, no file system but the `keyfile` feature), shared by the log
+//! code (no network, no async, no file system but the `server` feature), shared by the log
 //! server, the witness, the CLI and every client:
 //!
 //! - [`merkle`]: RFC 6962 hashing, inclusion and consistency proofs;
@@ -17,7 +17,9 @@
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
 //! - [`text`]: untrusted text made safe to print;
 //! - [`api`]: the JSON bodies of the log's HTTP API, shared by server and clients;
-//! - `keyfile` (feature `keyfile`): secret key files with mode 0600, for servers.
+//! - `keyfile` (feature `server`): a server's data directory: secret key files with mode 0600,
+//!   public files written without following links, the directory's lock;
+//! - `locks` (feature `server`): the servers' one policy for a poisoned lock.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
@@ -30,8 +32,10 @@ pub mod checkpoint;
 pub mod compare;
 pub mod cosignature;
 pub mod entry;
-#[cfg(feature = "keyfile")]
+#[cfg(feature = "server")]
 pub mod keyfile;
+#[cfg(feature = "server")]
+pub mod locks;
 pub mod merkle;
 pub mod nix;
 pub mod note;

@@ -8,8 +8,6 @@
 
 #![forbid(unsafe_code)]
 
-mod lock;
-mod locks;
 mod metrics;
 mod state;
 
@@ -32,6 +30,7 @@ use axum::Router;
 use clap::{Parser, Subcommand};
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::keyfile;
+use reprolog_verifier::locks;
 use reprolog_verifier::merkle;
 use reprolog_verifier::note::{Note, NoteError, SignerKey, VerifierKey};
 use reprolog_verifier::policy::Policy;
@@ -110,7 +109,7 @@ struct Witness {
 
 impl Witness {
     /// The logs of the policy in force. A poisoned lock stops the witness (see
-    /// [`crate::locks`]) rather than answer "unknown log" to every request.
+    /// [`reprolog_verifier::locks`]) rather than answer "unknown log" to every request.
     fn logs(&self) -> Arc<Vec<VerifierKey>> {
         Arc::clone(&locks::read(&self.logs))
     }
@@ -153,7 +152,7 @@ fn read_policy(path: &FsPath) -> Result<Vec<VerifierKey>> {
 async fn serve(args: ServeArgs) -> Result<()> {
     keyfile::prepare_data_dir(&args.data)?;
     // Before the key or sled's state is touched.
-    let _lock = lock::lock(&args.data, "reprolog-witness")?;
+    let _lock = keyfile::lock_data_dir(&args.data, "reprolog-witness")?;
     // Listening now, before the address is printed: a SIGHUP sent as soon as the witness is
     // up must reload the policy, not kill the process.
     let hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;

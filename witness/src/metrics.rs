@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use axum::http::StatusCode;
 
-use crate::locks;
+use reprolog_verifier::locks;
 
 /// Why an add-checkpoint request was refused, from its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use super::hash_index::Key;
 use super::hash_index::{leaf_key, path_key, HashIndex, Record};
 use super::post_order::{node_count, position};
 use super::{AppendBatch, Appended, LogStore, PathIndex, StoreError};
-use crate::locks;
+use reprolog_verifier::locks;
 
 const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";

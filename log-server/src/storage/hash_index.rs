@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::files::open_file;
 use super::StoreError;
-use crate::locks;
+use reprolog_verifier::locks;
 
 const PAGE: usize = 4096;
 const SLOT: usize = 32;

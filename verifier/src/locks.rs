@@ -1,12 +1,13 @@
-//! Locks on memory that threads share, and the one policy for a poisoned lock. (The data
-//! directory's lock file is `lock.rs`.)
+//! Locks on memory that threads share, and the servers' one policy for a poisoned lock (the
+//! log server and the witness both use it). The data directory's lock file is in
+//! [`crate::keyfile`].
 //!
 //! A lock is poisoned when a thread panicked while holding it, perhaps halfway through a
-//! change to what it guards. Nothing tells a half-made change from a whole one, so the witness
+//! change to what it guards. Nothing tells a half-made change from a whole one, so the process
 //! stops: it logs "a lock was poisoned by a panic; stopping" with the place of the lock and
 //! aborts, and its supervisor restarts it from what is durable on disk. Going on would answer
-//! from state that may be wrong (a policy read as empty refuses every log) with no word
-//! why. `docs/architecture.md`, "Locks", gives the reasons.
+//! from state that may be wrong (a builder registry read as empty refuses every builder)
+//! with no word why. `docs/architecture.md`, "Locks", gives the reasons.
 
 use std::panic::Location;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -40,6 +41,7 @@ pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 #[cold]
 fn stop(at: &Location<'_>) -> ! {
-    tracing::error!(lock = %at, "a lock was poisoned by a panic; stopping");
+    // Straight to stderr: the process is about to abort, and its logger may hold a lock too.
+    eprintln!("error: a lock was poisoned by a panic; stopping (lock at {at})");
     std::process::abort()
 }
