@@ -6,6 +6,7 @@ mod bench;
 mod client;
 mod common;
 mod compare;
+mod decide;
 mod ingest;
 mod lookup;
 mod monitor;
@@ -23,8 +24,8 @@ use reprolog_verifier::note;
 use reprolog_verifier::text::printable;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success; 1 a check failed or an error; 2 unreproduced (compare) or conflicts \
-(monitor --fail-on-conflict); 3 not in the log (verify, compare, path); 64 bad arguments.
+Exit codes: 0 success; 1 a check failed or an error; 2 unreproduced (compare), conflicts \
+(monitor --fail-on-conflict) or denied (decide); 3 not in the log (verify, compare, path); 64 bad arguments.
 Every log-facing command takes --json for scripts. The policy file (C2SP tlog-policy) is \
 described in spec/policy.md; without --policy, $XDG_CONFIG_HOME/reprolog/policy is used.";
 
@@ -164,6 +165,31 @@ enum Command {
     /// Checkpoints and trust policies.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Would the gate let Nix substitute these paths? K of N trusted builders must have
+    /// logged the same claim (spec/gate.md).
+    #[command(
+        after_help = "Example:\n  reprolog decide --log-policy policy --trust trust \
+        /nix/store/…-hello\n\nExit codes: 0 every path allowed; 2 some path denied; 1 an \
+        error."
+    )]
+    Decide {
+        /// The log's base URL, e.g. http://127.0.0.1:8400. Default: the policy's log URL.
+        #[arg(long, value_name = "URL")]
+        log: Option<String>,
+        /// The trust policy the log's checkpoint must satisfy (spec/policy.md).
+        /// Default: $XDG_CONFIG_HOME/reprolog/policy.
+        #[arg(long, value_name = "FILE")]
+        log_policy: Option<PathBuf>,
+        /// The trust file: builders, quorum, on-conflict (spec/gate.md).
+        #[arg(long, value_name = "FILE")]
+        trust: PathBuf,
+        /// Print the decisions as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Full store paths.
+        #[arg(required = true, value_name = "STORE_PATH")]
+        paths: Vec<String>,
+    },
     /// Look-ups in the log, each proven against a checkpoint the policy trusts.
     #[command(subcommand)]
     Log(LogCommand),
@@ -516,6 +542,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &read_checkpoint(&source)?,
             json,
         ),
+        Command::Decide {
+            log,
+            log_policy,
+            trust,
+            json,
+            paths,
+        } => Ok(code(decide::run(
+            log.as_deref(),
+            &common::policy_file(log_policy)?,
+            &trust,
+            &paths,
+            json,
+        )?)),
         Command::Log(LogCommand::Info { trust, json }) => {
             let policy = common::policy_file(trust.policy)?;
             let client =
@@ -676,7 +715,7 @@ mod tests {
         leaves(&cli, "reprolog".into(), &mut commands);
         assert_eq!(
             commands.len(),
-            11,
+            12,
             "the commands changed: check this test still sees them all"
         );
         for (path, cmd) in &commands {

@@ -321,3 +321,77 @@ fn errors_say_what_to_do_once_and_an_unreachable_log_stops_ingest_fast() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(show(&out).contains("spec/policy.md"), "{}", show(&out));
 }
+
+#[test]
+fn decide_gives_the_gates_verdict_from_proven_claims() {
+    let s = setup();
+    let home = &s.home;
+    let one = [
+        synthetic_narinfo(&s.b1, "d", 0, 0),
+        synthetic_narinfo(&s.b1, "d", 1, 0),
+        synthetic_narinfo(&s.b1, "d", 2, 0),
+    ];
+    let two = [
+        synthetic_narinfo(&s.b2, "d", 0, 0),
+        synthetic_narinfo(&s.b2, "d", 1, 1),
+    ];
+    let (c1, c2) = (cache(&home.join("c1"), &one), cache(&home.join("c2"), &two));
+    let out = reprolog_in(home, &["ingest", "--log", &s.server.url, &c1, &c2]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    s.server.wait_for_checkpoint(5);
+    let trust = home.join("trust");
+    std::fs::write(
+        &trust,
+        format!(
+            "builder one {}\nbuilder two {}\nquorum 2\non-conflict deny\n",
+            s.b1.public_key(),
+            s.b2.public_key()
+        ),
+    )
+    .unwrap();
+    let trust = trust.to_str().unwrap();
+    let paths: Vec<String> = one.iter().map(|n| store_path(n)).collect();
+
+    let out = reprolog_in(home, &["decide", "--trust", trust, &paths[0]]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        show(&out).contains("allowed: 2 trusted builders agree"),
+        "{}",
+        show(&out)
+    );
+
+    let mut args = vec!["decide", "--json", "--trust", trust];
+    args.extend(paths.iter().map(String::as_str));
+    let out = reprolog_in(home, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let decisions = json(&out);
+    let reasons: Vec<(&Value, &Value)> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (&d["allowed"], &d["reason"]))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (&Value::from(true), &Value::from("agreed")),
+            (&Value::from(false), &Value::from("conflict")),
+            (&Value::from(false), &Value::from("quorum-not-met")),
+        ]
+    );
+    // The allowed claim is exactly what both builders signed.
+    let claim = &decisions[0]["claim"];
+    let info = NarInfo::parse(&one[0]).unwrap();
+    assert_eq!(claim["nar_hash"], info.nar_hash.to_nix32().as_str());
+    assert_eq!(decisions[0]["checkpoint_size"], 5);
+
+    // A malformed trust file names its line.
+    std::fs::write(home.join("bad-trust"), "quorum two\n").unwrap();
+    let bad = home.join("bad-trust");
+    let out = reprolog_in(
+        home,
+        &["decide", "--trust", bad.to_str().unwrap(), &paths[0]],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(show(&out).contains("line 1"), "{}", show(&out));
+}

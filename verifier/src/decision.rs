@@ -187,14 +187,14 @@ pub enum Outcome {
     /// At least `quorum` listed builders logged the allowed claim.
     Agreed {
         /// How many listed builders logged it.
-        builders: usize,
+        agreeing: usize,
     },
     /// No listed builder logged anything for the path.
     NotLogged,
     /// The best claim has fewer listed builders than the quorum.
     QuorumNotMet {
         /// Listed builders behind the best claim.
-        builders: usize,
+        agreeing: usize,
         /// The quorum.
         quorum: usize,
     },
@@ -210,10 +210,10 @@ impl Outcome {
     /// The outcome as one short line.
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Agreed { builders } => format!("{builders} trusted builders agree"),
+            Outcome::Agreed { agreeing } => format!("{agreeing} trusted builders agree"),
             Outcome::NotLogged => "no trusted builder logged this path".into(),
-            Outcome::QuorumNotMet { builders, quorum } => {
-                format!("{builders} of the {quorum} trusted builders needed agree")
+            Outcome::QuorumNotMet { agreeing, quorum } => {
+                format!("{agreeing} of the {quorum} trusted builders needed agree")
             }
             Outcome::Conflict { claims } => {
                 format!("trusted builders logged {claims} different claims")
@@ -298,11 +298,11 @@ pub fn decide(trust: &Trust, store_path: &StorePath, entries: &[(u64, Entry)]) -
         Some((_, n)) if n < trust.quorum => (
             None,
             Outcome::QuorumNotMet {
-                builders: n,
+                agreeing: n,
                 quorum: trust.quorum,
             },
         ),
-        Some((claim, n)) => (Some(claim), Outcome::Agreed { builders: n }),
+        Some((claim, n)) => (Some(claim), Outcome::Agreed { agreeing: n }),
     };
     let builders = trust
         .builders
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(
             d.outcome,
             Outcome::QuorumNotMet {
-                builders: 1,
+                agreeing: 1,
                 quorum: 2
             }
         );
@@ -392,7 +392,10 @@ mod tests {
         let agreed = [(0, entry(&a, 1)), (5, entry(&b, 1))];
         let d = decide(&t, &path(), &agreed);
         assert!(d.allowed);
-        assert_eq!(d.outcome, Outcome::Agreed { builders: 2 });
+        assert_eq!(d.outcome, Outcome::Agreed { agreeing: 2 });
+        // The JSON reads back as the same decision.
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d);
         assert_eq!(d.claim, Some(Claim::of(&entry(&a, 1))));
         assert_eq!(d.builders[1].index, Some(5));
         assert_eq!(decide(&t, &path(), &[]).outcome, Outcome::NotLogged);

@@ -110,3 +110,26 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
         "every ```json block in spec/api.md names its type"
     );
 }
+
+#[test]
+fn the_gate_specs_examples_parse() {
+    use reprolog_verifier::decision::{Decision, Trust};
+    let text = spec("gate.md");
+    let trust = blocks(&text, "");
+    assert_eq!(trust.len(), 1);
+    let trust = Trust::parse(&trust[0]).unwrap();
+    assert_eq!((trust.builders.len(), trust.quorum), (2, 2));
+    let decisions = blocks(&text, "json Decision");
+    assert_eq!(decisions.len(), 1);
+    let d: Decision = round_trip(&decisions[0]);
+    assert!(d.allowed);
+    // The spec's error example is what the parser says.
+    let broken = "builder a cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\n\
+                  builder b ci.example.org-1:cBGTqETmZyxCgqwvqQDRsvI0Yx7p3TbZ5AzSlNmNpAE=\n\
+                  quorum 3\n";
+    let error = Trust::parse(broken).unwrap_err().to_string();
+    assert!(
+        text.contains(&format!("`{error}`")),
+        "spec/gate.md should quote: {error}"
+    );
+}
