@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
+use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle::{self, CompactRange};
 use reprolog_verifier::nix::NarInfo;
@@ -152,6 +153,39 @@ pub fn cosigners(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// Proves entry `index` (its exact bytes `bytes`, as the log showed them) in `checkpoint`:
+/// decodes it, checks its builder signature, and verifies its inclusion proof. Returns the
+/// decoded entry; nothing of it is trusted before this passes.
+pub fn prove_entry(
+    client: &LogClient,
+    checkpoint: &Checkpoint,
+    index: u64,
+    bytes: &[u8],
+) -> Result<Entry> {
+    if index >= checkpoint.size {
+        bail!("entry {index} is not in checkpoint {} yet", checkpoint.size);
+    }
+    let entry = Entry::decode(bytes).with_context(|| format!("entry {index} is malformed"))?;
+    entry
+        .verify_signature()
+        .with_context(|| format!("entry {index}: the builder signature does not verify"))?;
+    let proof = client.inclusion_proof(index, checkpoint.size)?;
+    merkle::verify_inclusion(
+        &proof,
+        index,
+        checkpoint.size,
+        &merkle::leaf_hash(bytes),
+        &checkpoint.root,
+    )
+    .with_context(|| {
+        format!(
+            "entry {index} is not proven in checkpoint {}",
+            checkpoint.size
+        )
+    })?;
+    Ok(entry)
 }
 
 /// Fetches the log's checkpoint and checks it against the policy.

@@ -9,13 +9,13 @@ use anyhow::{bail, Context, Result};
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::compare::{Claim, PathVerdict, Summary};
 use reprolog_verifier::entry::Entry;
-use reprolog_verifier::merkle::{self, CompactRange};
+use reprolog_verifier::merkle::CompactRange;
 use reprolog_verifier::nix::nix32;
 use reprolog_verifier::note::Note;
 use reprolog_verifier::text::printable;
 use serde::Serialize;
 
-use crate::common::{load_policy, read_entries, trusted_checkpoint};
+use crate::common::{load_policy, prove_entry, read_entries, trusted_checkpoint};
 
 pub struct CompareArgs {
     pub log: Option<String>,
@@ -99,25 +99,10 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 if index >= cp.size {
                     return Ok(()); // not in the checkpoint yet: nothing to prove it with
                 }
-                let text = event.entry.as_bytes();
-                let entry = Entry::decode(text).with_context(|| format!("entry {index}"))?;
+                let entry = prove_entry(&client, &cp, index, event.entry.as_bytes())?;
                 if entry.store_path.hash_part() != hash_part {
                     bail!("the log answered a lookup of {hash_part} with entry {index} of another path");
                 }
-                entry
-                    .verify_signature()
-                    .with_context(|| format!("entry {index}"))?;
-                let proof = client.inclusion_proof(index, cp.size)?;
-                merkle::verify_inclusion(
-                    &proof,
-                    index,
-                    cp.size,
-                    &merkle::leaf_hash(text),
-                    &cp.root,
-                )
-                .with_context(|| {
-                    format!("entry {index} is not proven in checkpoint {}", cp.size)
-                })?;
                 add(&entry, index);
                 Ok(())
             })?;

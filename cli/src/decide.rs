@@ -7,13 +7,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::decision::{decide, Decision, Trust};
 use reprolog_verifier::entry::Entry;
-use reprolog_verifier::merkle;
 use reprolog_verifier::nix::StorePath;
 use reprolog_verifier::text::printable;
 use serde::Serialize;
 
 use crate::client::LogClient;
-use crate::common::{load_policy, log_client, read_limited, trusted_checkpoint};
+use crate::common::{load_policy, log_client, prove_entry, read_limited, trusted_checkpoint};
 
 /// Exit code when some path is denied.
 pub const EXIT_DENIED: i32 = 2;
@@ -103,33 +102,18 @@ fn proven_entries(
             return Ok(()); // not in the checkpoint yet: nothing to prove it with
         }
         let bytes = event.entry.as_bytes();
-        let entry = Entry::decode(bytes).with_context(|| format!("entry {index}"))?;
+        // Only entries of trusted keys count, so only they are worth a proof.
+        let unproven = Entry::decode(bytes).with_context(|| format!("entry {index}"))?;
+        if !trust.builders.iter().any(|b| b.key == unproven.builder) {
+            return Ok(());
+        }
+        let entry = prove_entry(client, checkpoint, index, bytes)?;
         if entry.store_path.hash_part() != store_path.hash_part() {
             bail!(
                 "the log answered a lookup of {} with entry {index} of another path",
                 store_path.hash_part()
             );
         }
-        if !trust.builders.iter().any(|b| b.key == entry.builder) {
-            return Ok(());
-        }
-        entry
-            .verify_signature()
-            .with_context(|| format!("entry {index}"))?;
-        let proof = client.inclusion_proof(index, checkpoint.size)?;
-        merkle::verify_inclusion(
-            &proof,
-            index,
-            checkpoint.size,
-            &merkle::leaf_hash(bytes),
-            &checkpoint.root,
-        )
-        .with_context(|| {
-            format!(
-                "entry {index} is not proven in checkpoint {}",
-                checkpoint.size
-            )
-        })?;
         entries.push((index, entry));
         Ok(())
     })?;

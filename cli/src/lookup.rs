@@ -3,17 +3,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use reprolog_verifier::api::LoggedEntry;
 use reprolog_verifier::compare::{Claim, PathVerdict, Verdict};
-use reprolog_verifier::entry::Entry;
-use reprolog_verifier::merkle;
 use reprolog_verifier::policy::TrustedCheckpoint;
 use reprolog_verifier::text::printable;
 use serde::Serialize;
 
 use crate::client::LogClient;
-use crate::common::{cosigners, load_policy, log_client, trusted_checkpoint};
+use crate::common::{cosigners, load_policy, log_client, prove_entry, trusted_checkpoint};
 use crate::compare::{hash_part_of, EXIT_NOT_LOGGED};
 
 /// The checkpoint every proof of a look-up is against.
@@ -39,28 +37,20 @@ struct PathReport {
     proven_in: ProvenIn,
 }
 
-/// Decodes the entry the log showed, checks its signature and that it is the entry at its
-/// index in the trusted checkpoint. The decoded fields are rebuilt from the entry's own bytes,
-/// so nothing shown comes from the log's word alone.
+/// The entry the log showed, proven in the trusted checkpoint and rebuilt from its own bytes,
+/// so that nothing shown comes from the log's word alone.
 fn prove(
     client: &LogClient,
     trusted: &TrustedCheckpoint,
     shown: LoggedEntry,
 ) -> Result<LoggedEntry> {
-    let index = shown.index;
-    let cp = &trusted.checkpoint;
-    if index >= cp.size {
-        bail!("entry {index} is not in checkpoint {} yet", cp.size);
-    }
-    let bytes = shown.entry.as_bytes();
-    let entry = Entry::decode(bytes).with_context(|| format!("entry {index} is malformed"))?;
-    entry
-        .verify_signature()
-        .with_context(|| format!("entry {index}: the builder signature does not verify"))?;
-    let proof = client.inclusion_proof(index, cp.size)?;
-    merkle::verify_inclusion(&proof, index, cp.size, &merkle::leaf_hash(bytes), &cp.root)
-        .with_context(|| format!("entry {index} is not proven in checkpoint {}", cp.size))?;
-    Ok(LoggedEntry::new(index, bytes)?)
+    prove_entry(
+        client,
+        &trusted.checkpoint,
+        shown.index,
+        shown.entry.as_bytes(),
+    )?;
+    Ok(LoggedEntry::new(shown.index, shown.entry.as_bytes())?)
 }
 
 /// The name part of a `name:base64` key.
