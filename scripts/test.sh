@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check reprolog has: formatting, clippy and all tests, after installing what the
-# tests need (Debian's nix-bin, used as the real Nix client). Run as root on Debian.
+# tests need (Debian's nix-bin, used as the real Nix client; Python's securesystemslib, an
+# independent DSSE implementation). Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,11 @@ if ! command -v nix >/dev/null 2>&1; then
   echo "== installing nix-bin (real Nix for the end-to-end tests)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin >/dev/null
+fi
+
+if ! python3 -c "import securesystemslib.dsse, cryptography" >/dev/null 2>&1; then
+  echo "== installing securesystemslib (an independent DSSE implementation for the tests)"
+  python3 -m pip install --quiet "securesystemslib[crypto]"
 fi
 
 echo "== cargo fmt --check"

@@ -13,6 +13,7 @@
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
 //! - [`compare`]: reproducibility verdicts, in the project's one vocabulary;
+//! - [`dsse`]: DSSE envelopes signed with Nix keys, for build attestations;
 //! - [`decision`]: the gate's trust file and K-of-N decisions;
 //! - [`policy`]: C2SP tlog-policy trust policies and quorum checks;
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
@@ -33,6 +34,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod cosignature;
 pub mod decision;
+pub mod dsse;
 pub mod entry;
 #[cfg(feature = "server")]
 pub mod keyfile;

@@ -172,6 +172,13 @@ impl NixSecretKey {
         }
     }
 
+    /// An Ed25519 signature over other bytes than a Nix fingerprint (a DSSE envelope's
+    /// pre-authentication encoding). The caller's format must keep such messages apart from
+    /// fingerprints, which all start with `1;`.
+    pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
     /// A signature over a Nix fingerprint, as a narinfo's `Sig:` line carries it.
     pub fn sign(&self, fingerprint: &str) -> NixSignature {
         NixSignature {
