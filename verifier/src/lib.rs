@@ -13,6 +13,7 @@
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
 //! - [`compare`]: reproducibility verdicts, in the project's one vocabulary;
+//! - [`attestation`]: build attestations, in-toto statements with SLSA provenance;
 //! - [`dsse`]: DSSE envelopes signed with Nix keys, for build attestations;
 //! - [`decision`]: the gate's trust file and K-of-N decisions;
 //! - [`policy`]: C2SP tlog-policy trust policies and quorum checks;
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod attestation;
 pub mod checkpoint;
 pub mod compare;
 pub mod cosignature;

@@ -133,3 +133,42 @@ fn the_gate_specs_examples_parse() {
         "spec/gate.md should quote: {error}"
     );
 }
+
+#[test]
+fn the_attestation_example_is_our_statement_for_those_facts() {
+    use reprolog_verifier::attestation::BuildFacts;
+    use reprolog_verifier::nix::narinfo::NixHash;
+    use reprolog_verifier::nix::StorePath;
+    let text = spec("attestation.md");
+    let examples = blocks(&text, "json");
+    assert_eq!(examples.len(), 1);
+    let example: serde_json::Value = serde_json::from_str(&examples[0]).unwrap();
+    let s = |p: &str| {
+        example
+            .pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let mut nar_hash = [0u8; 32];
+    hex::decode_to_slice(s("/subject/0/digest/sha256"), &mut nar_hash).unwrap();
+    let facts = BuildFacts {
+        store_path: StorePath::parse(&s("/subject/0/name")).unwrap(),
+        nar_hash: NixHash(nar_hash),
+        nar_size: 120,
+        references: Default::default(),
+        derivation: StorePath::parse(&s(
+            "/predicate/buildDefinition/externalParameters/derivation",
+        ))
+        .unwrap(),
+        output: "out".into(),
+        system: "x86_64-linux".into(),
+        nix_version: "2.8.0".into(),
+        started: 1_796_284_800,
+        finished: 1_796_284_802,
+    };
+    let ours = facts.statement("builder-1");
+    let ours_value: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+    assert_eq!(ours_value, example, "{}", String::from_utf8_lossy(&ours));
+    assert_eq!(BuildFacts::parse(&ours, "builder-1").unwrap(), facts);
+}
