@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dsse::{DsseError, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::dsse::{DsseError, Envelope, Verified, IN_TOTO_PAYLOAD_TYPE};
 use crate::nix::narinfo::NixHash;
 use crate::nix::store_path::check_base_name;
 use crate::nix::{NixPublicKey, NixSecretKey, StorePath};
@@ -264,13 +264,14 @@ impl BuildFacts {
         Ok(facts)
     }
 
-    /// Verifies an envelope under `trusted` keys and parses its statement.
+    /// Verifies an envelope under `trusted` keys and parses its statement; returns the facts
+    /// and what verified them.
     pub fn verify(
         envelope: &Envelope,
         trusted: &[NixPublicKey],
-    ) -> Result<(Self, NixPublicKey), AttestationError> {
-        let (body, key) = envelope.verify(IN_TOTO_PAYLOAD_TYPE, trusted)?;
-        Ok((Self::parse(&body, &key.name)?, key))
+    ) -> Result<(Self, Verified), AttestationError> {
+        let verified = envelope.verify(IN_TOTO_PAYLOAD_TYPE, trusted)?;
+        Ok((Self::parse(&verified.body, &verified.key.name)?, verified))
     }
 }
 
@@ -379,7 +380,7 @@ mod tests {
         let key = NixSecretKey::from_seed("builder-1", [1; 32]);
         let envelope = facts().sign(&key);
         let (read, by) = BuildFacts::verify(&envelope, &[key.public_key()]).unwrap();
-        assert_eq!((read, by), (facts(), key.public_key()));
+        assert_eq!((read, by.key), (facts(), key.public_key()));
         let json = String::from_utf8(facts().statement("builder-1")).unwrap();
         assert!(
             json.starts_with(

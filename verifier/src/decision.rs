@@ -360,6 +360,7 @@ mod tests {
             references: Default::default(),
             builder: signer.public_key(),
             signature: [0; 64],
+            statement: None,
         }
     }
 

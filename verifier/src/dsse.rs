@@ -58,6 +58,17 @@ pub struct EnvelopeSignature {
     pub sig: String,
 }
 
+/// What a verified envelope holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The payload's bytes.
+    pub body: Vec<u8>,
+    /// The trusted key a signature verified under.
+    pub key: NixPublicKey,
+    /// That signature.
+    pub signature: [u8; 64],
+}
+
 /// The DSSE v1 pre-authentication encoding of a body of `payload_type`.
 pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -84,12 +95,12 @@ impl Envelope {
     }
 
     /// Checks the envelope is of `payload_type` and that a signature verifies (strict Ed25519)
-    /// under a key of `trusted` with the name its `keyid` gives. Returns the body and the key.
+    /// under a key of `trusted` with the name its `keyid` gives.
     pub fn verify(
         &self,
         payload_type: &str,
         trusted: &[NixPublicKey],
-    ) -> Result<(Vec<u8>, NixPublicKey), DsseError> {
+    ) -> Result<Verified, DsseError> {
         if self.payload_type != payload_type {
             return Err(DsseError::WrongPayloadType {
                 found: self.payload_type.clone(),
@@ -112,7 +123,11 @@ impl Envelope {
                 .filter(|k| k.name == s.keyid)
                 .find(|k| k.key.verify_strict(&message, &sig).is_ok())
             {
-                return Ok((body, key.clone()));
+                return Ok(Verified {
+                    body,
+                    key: key.clone(),
+                    signature: sig.to_bytes(),
+                });
             }
         }
         let ids: Vec<&str> = self.signatures.iter().map(|s| s.keyid.as_str()).collect();
@@ -140,13 +155,16 @@ mod tests {
         let key = NixSecretKey::from_seed("builder-1", [1; 32]);
         let other = NixSecretKey::from_seed("builder-1", [2; 32]);
         let env = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &key);
-        let (body, by) = env
+        let v = env
             .verify(
                 IN_TOTO_PAYLOAD_TYPE,
                 &[other.public_key(), key.public_key()],
             )
             .unwrap();
-        assert_eq!((body.as_slice(), by), (b"{}".as_slice(), key.public_key()));
+        assert_eq!(
+            (v.body.as_slice(), v.key),
+            (b"{}".as_slice(), key.public_key())
+        );
         assert!(env
             .verify(IN_TOTO_PAYLOAD_TYPE, &[other.public_key()])
             .is_err());

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 
+use crate::attestation::BuildFacts;
+use crate::dsse::{pae, IN_TOTO_PAYLOAD_TYPE};
 use crate::nix::narinfo::{fingerprint, NixHash};
 use crate::nix::store_path::check_base_name;
 use crate::nix::{NarInfo, NixPublicKey, NixSignature, StorePath};
@@ -24,6 +26,9 @@ pub enum EntryKind {
     /// The key signed the output for a binary cache (a narinfo `Sig:`). It says nothing about
     /// who built it.
     CacheSignature,
+    /// The key's owner attests that it built the output itself, from the derivation the
+    /// statement names (`spec/attestation.md`).
+    Build,
 }
 
 impl EntryKind {
@@ -31,12 +36,14 @@ impl EntryKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             EntryKind::CacheSignature => "cache-signature",
+            EntryKind::Build => "build",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
         match s {
             "cache-signature" => Some(EntryKind::CacheSignature),
+            "build" => Some(EntryKind::Build),
             _ => None,
         }
     }
@@ -68,9 +75,13 @@ pub enum EntryError {
         /// The name of the builder key.
         builder: String,
     },
-    /// The signature does not verify over the Nix fingerprint under the builder key.
+    /// The signature does not verify under the builder key (over the Nix fingerprint, or
+    /// over the statement's DSSE encoding for a build).
     #[error("signature does not verify under the builder key")]
     BadSignature,
+    /// A DSSE envelope that is not a build attestation by a trusted key.
+    #[error("not a build attestation: {0}")]
+    BadAttestation(String),
 }
 
 /// One signing event: builder key `builder` signed the output described here.
@@ -88,8 +99,12 @@ pub struct Entry {
     pub references: BTreeSet<String>,
     /// The builder's Nix public key, which the signature verifies under.
     pub builder: NixPublicKey,
-    /// The Ed25519 signature over the Nix fingerprint ([`Entry::fingerprint`]).
+    /// The Ed25519 signature: over the Nix fingerprint ([`Entry::fingerprint`]) for a cache
+    /// signature, over the DSSE encoding of [`Entry::statement`] for a build.
     pub signature: [u8; 64],
+    /// For a `build` entry, the canonical in-toto statement the signature covers; its subject
+    /// is the fields above. `None` for a cache signature.
+    pub statement: Option<Vec<u8>>,
 }
 
 impl Entry {
@@ -123,7 +138,29 @@ impl Entry {
             references: info.references.clone(),
             builder: builder.clone(),
             signature: sig.signature,
+            statement: None,
         }
+    }
+
+    /// The `build` event of a DSSE envelope: its signature must verify under a key of
+    /// `trusted` (the one its `keyid` names) and its statement must be a canonical build
+    /// statement by that key (`spec/attestation.md`).
+    pub fn from_attestation(
+        envelope: &crate::dsse::Envelope,
+        trusted: &[NixPublicKey],
+    ) -> Result<Self, EntryError> {
+        let (facts, verified) = BuildFacts::verify(envelope, trusted)
+            .map_err(|e| EntryError::BadAttestation(e.to_string()))?;
+        Ok(Entry {
+            kind: EntryKind::Build,
+            statement: Some(verified.body),
+            store_path: facts.store_path,
+            nar_hash: facts.nar_hash,
+            nar_size: facts.nar_size,
+            references: facts.references,
+            builder: verified.key,
+            signature: verified.signature,
+        })
     }
 
     /// The bytes the builder signed.
@@ -138,6 +175,14 @@ impl Entry {
 
     /// Checks the builder's signature from the entry alone.
     pub fn verify_signature(&self) -> Result<(), EntryError> {
+        if let Some(statement) = &self.statement {
+            let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+            let message = pae(IN_TOTO_PAYLOAD_TYPE, statement);
+            return match self.builder.key.verify_strict(&message, &sig) {
+                Ok(()) => Ok(()),
+                Err(_) => Err(EntryError::BadSignature),
+            };
+        }
         let sig = NixSignature {
             key_name: self.builder.name.clone(),
             signature: self.signature,
@@ -153,7 +198,8 @@ impl Entry {
     /// references, and a `Sig:` line with this builder's name and signature bytes.
     pub fn logs_signature_of(&self, info: &NarInfo) -> bool {
         let sig = self.nix_signature().to_string();
-        self.store_path == info.store_path
+        self.kind == EntryKind::CacheSignature
+            && self.store_path == info.store_path
             && self.nar_hash == info.nar_hash
             && self.nar_size == info.nar_size
             && self.references == info.references
@@ -185,11 +231,21 @@ impl Entry {
         }
         let _ = writeln!(s, "builder {}", self.builder);
         let _ = writeln!(s, "signature {}", B64.encode(self.signature));
+        if let Some(statement) = &self.statement {
+            let _ = writeln!(s, "statement {}", B64.encode(statement));
+        }
         s
     }
 
-    /// The canonical encoding, at most [`MAX_ENTRY_BYTES`].
+    /// The canonical encoding, at most [`MAX_ENTRY_BYTES`]. A `build` entry must carry its
+    /// statement, and only a `build` entry may.
     pub fn encode(&self) -> Result<Vec<u8>, EntryError> {
+        if (self.kind == EntryKind::Build) != self.statement.is_some() {
+            return Err(malformed(
+                2,
+                "a build entry, and only a build entry, has a statement",
+            ));
+        }
         let bytes = self.lines().into_bytes();
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::TooLarge(bytes.len()));
@@ -240,8 +296,31 @@ impl Entry {
             .ok()
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| malformed(n, "signature must be base64 of 64 bytes"))?;
+        let statement = match kind {
+            EntryKind::CacheSignature => None,
+            EntryKind::Build => {
+                let (n, text) = lines.field("statement")?;
+                let statement = B64
+                    .decode(text)
+                    .map_err(|_| malformed(n, "statement must be base64"))?;
+                // The statement is what was signed; the fields above must be its subject.
+                let facts = BuildFacts::parse(&statement, &builder.name)
+                    .map_err(|e| malformed(n, &e.to_string()))?;
+                if facts.store_path != store_path
+                    || facts.nar_hash != nar_hash
+                    || facts.nar_size != nar_size
+                    || facts.references != references
+                {
+                    return Err(malformed(
+                        n,
+                        "the statement's subject is not the entry's output",
+                    ));
+                }
+                Some(statement)
+            }
+        };
         if let Some((i, _)) = lines.0.next() {
-            return Err(malformed(i + 1, "unexpected line after signature"));
+            return Err(malformed(i + 1, "unexpected line after the last field"));
         }
         let entry = Entry {
             kind,
@@ -251,6 +330,7 @@ impl Entry {
             references,
             builder,
             signature,
+            statement,
         };
         if entry.encode()? != bytes {
             return Err(EntryError::NotCanonical);

@@ -42,11 +42,11 @@ fn securesystemslib_verifies_our_envelopes_and_we_verify_its() {
         String::from_utf8_lossy(&out.stderr)
     );
     let theirs: Envelope = serde_json::from_slice(&out.stdout).unwrap();
-    let (body, by) = theirs
+    let verified = theirs
         .verify(IN_TOTO_PAYLOAD_TYPE, &[key.public_key()])
         .unwrap();
-    assert_eq!(body, br#"{"from":"securesystemslib"}"#);
-    assert_eq!(by, key.public_key());
+    assert_eq!(verified.body, br#"{"from":"securesystemslib"}"#);
+    assert_eq!(verified.key, key.public_key());
     // And a tampered one is refused by both.
     let mut tampered = ours;
     tampered.payload = base64::Engine::encode(

@@ -618,6 +618,7 @@ pub(crate) mod tests {
             references: Default::default(),
             builder: NixSecretKey::from_seed(builder, [7; 32]).public_key(),
             signature: [0; 64],
+            statement: None,
         };
         let bytes = entry.encode().unwrap();
         NewEntry {
