@@ -13,8 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use reprolog_verifier::api::{
-    BuilderInfo, BuildersAnswer, ConsistencyProof, ErrorAnswer, InclusionProof, LoggedEntry,
-    PathPage, SignatureStatus, SubmitAnswer, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
+    AttestationsAnswer, BuilderInfo, BuildersAnswer, ConsistencyProof, ErrorAnswer, InclusionProof,
+    LoggedEntry, NarinfoResult, PathPage, SignatureStatus, SubmitAnswer, PATH_PAGE_BYTES,
+    PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
 };
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::nix32;
@@ -24,7 +25,7 @@ use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath, TILE_HEIGHT};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::builders::Builders;
+use crate::builders::{Builders, Registry};
 use crate::metrics::{Metrics, Rejection};
 use crate::publisher::{Published, SharedCheckpoint};
 use crate::sequencer::{Sequenced, Submission};
@@ -33,6 +34,9 @@ use crate::submission::{self, Checked, Refusal};
 
 /// The media type of narinfo submissions.
 pub const NARINFO_TYPE: &str = "text/x-nix-narinfo";
+/// The media types of attestation submissions: DSSE's own, and plain JSON.
+pub const ATTESTATION_TYPES: [&str; 2] =
+    ["application/vnd.dsse.envelope.v1+json", "application/json"];
 /// How many tile reads (entry bundles of up to about 16 MiB) run at once; the rest wait, so
 /// that concurrent readers cannot multiply the server's memory.
 pub const CONCURRENT_LARGE_READS: usize = 8;
@@ -61,6 +65,7 @@ type Shared<S> = Arc<AppState<S>>;
 pub fn router<S: LogStore>(state: Shared<S>, body_limit: usize) -> Router {
     Router::new()
         .route("/api/v1/narinfo", post(submit::<S>))
+        .route("/api/v1/attestations", post(submit_attestations::<S>))
         .route("/checkpoint", get(checkpoint::<S>))
         .route("/tile/{*path}", get(tile::<S>))
         .route("/api/v1/proof/inclusion", get(inclusion::<S>))
@@ -173,25 +178,56 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn submit<S: LogStore>(
-    State(state): State<Shared<S>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let metrics = Arc::clone(&state.metrics);
-    let _in_flight = InFlight::new(&metrics);
+/// The media type of a submission; 415 for any other.
+fn require_type(headers: &HeaderMap, accepted: &[&str], what: &str) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(str::trim);
-    if content_type != Some(NARINFO_TYPE) {
-        metrics.reject(Rejection::ContentType);
-        return Err(ApiError::new(
+    match content_type {
+        Some(t) if accepted.contains(&t) => Ok(()),
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("submit narinfos as {NARINFO_TYPE}"),
-        ));
+            format!("submit {what} as {}", accepted.join(" or ")),
+        )),
     }
+}
+
+async fn submit<S: LogStore>(
+    State(state): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let _in_flight = InFlight::new(&state.metrics);
+    require_type(&headers, &[NARINFO_TYPE], "narinfos").inspect_err(|_| {
+        state.metrics.reject(Rejection::ContentType);
+    })?;
+    let narinfos = check_and_sequence(&state, body, submission::check).await?;
+    Ok(Json(SubmitAnswer { narinfos }).into_response())
+}
+
+async fn submit_attestations<S: LogStore>(
+    State(state): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let _in_flight = InFlight::new(&state.metrics);
+    require_type(&headers, &ATTESTATION_TYPES, "DSSE envelopes").inspect_err(|_| {
+        state.metrics.reject(Rejection::ContentType);
+    })?;
+    let attestations = check_and_sequence(&state, body, submission::check_attestations).await?;
+    Ok(Json(AttestationsAnswer { attestations }).into_response())
+}
+
+/// Checks a submission off the async threads (one verifier permit per core), then sequences
+/// what is new and returns every item's results.
+async fn check_and_sequence<S: LogStore>(
+    state: &AppState<S>,
+    body: Bytes,
+    check: fn(&[u8], &Registry, &S, &Metrics) -> Result<Checked, Refusal>,
+) -> Result<Vec<NarinfoResult>, ApiError> {
+    let metrics = Arc::clone(&state.metrics);
     let registry = state.builders.current();
     let store = Arc::clone(&state.store);
     let permit = Arc::clone(&state.verifiers)
@@ -201,7 +237,7 @@ async fn submit<S: LogStore>(
     let checking = Arc::clone(&metrics);
     let checked = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        submission::check(&body, &registry, &*store, &checking)
+        check(&body, &registry, &*store, &checking)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -224,6 +260,9 @@ async fn submit<S: LogStore>(
     metrics
         .signatures_ignored
         .fetch_add(ignored as u64, Ordering::Relaxed);
+    if pending.is_empty() {
+        return Ok(results); // all already logged
+    }
     let (positions, new): (Vec<(usize, usize)>, Vec<NewEntry>) = pending
         .into_iter()
         .map(|p| ((p.narinfo, p.signature), p.entry))
@@ -250,7 +289,7 @@ async fn submit<S: LogStore>(
         r.status = status;
         r.index = Some(index);
     }
-    Ok(Json(SubmitAnswer { narinfos: results }).into_response())
+    Ok(results)
 }
 
 // ---- tlog-tiles ----------------------------------------------------------------------------

@@ -10,14 +10,17 @@
 
 use std::collections::HashSet;
 
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use reprolog_verifier::api::{
     ErrorAnswer, NarinfoResult, RefusalReason, SignatureResult, SignatureStatus,
     MAX_REFUSAL_REASONS,
 };
-use reprolog_verifier::entry::{Entry, EntryError};
+use reprolog_verifier::attestation::BuildFacts;
+use reprolog_verifier::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use reprolog_verifier::entry::{Entry, EntryError, EntryKind};
 use reprolog_verifier::merkle::{self, Hash};
 use reprolog_verifier::nix::signatures::{self, SameNameKeys};
-use reprolog_verifier::nix::{NarInfo, NixSignature};
+use reprolog_verifier::nix::{NarInfo, NixSignature, StorePath};
 use reprolog_verifier::text::printable;
 
 use crate::builders::Registry;
@@ -134,6 +137,145 @@ struct Candidate {
     leaf: Hash,
 }
 
+impl Candidate {
+    /// Encodes `entry`; `item` names the narinfo or envelope in errors.
+    fn new(entry: Entry, item: &str) -> Result<Self, Refusal> {
+        let bytes = entry.encode().map_err(|e| match e {
+            EntryError::TooLarge(_) => Refusal::EntryTooLarge(format!("{item}: {e}")),
+            other => Refusal::Malformed(format!("{item}: {other}")),
+        })?;
+        let leaf = merkle::leaf_hash(&bytes);
+        Ok(Candidate { entry, bytes, leaf })
+    }
+}
+
+/// What every kind of submission shares: for each signature, its candidates are looked up in
+/// the log, verified at most once per request, and either queued, answered, or refused.
+struct Checker<'a, S> {
+    store: &'a S,
+    metrics: &'a Metrics,
+    results: Vec<NarinfoResult>,
+    pending: Vec<Pending>,
+    invalid: usize,
+    known: u64,
+    /// Leaves verified in this request: an item repeated in one body costs one verification.
+    verified: HashSet<Hash>,
+}
+
+impl<'a, S: LogStore> Checker<'a, S> {
+    fn new(store: &'a S, metrics: &'a Metrics) -> Self {
+        Checker {
+            store,
+            metrics,
+            results: Vec::new(),
+            pending: Vec::new(),
+            invalid: 0,
+            known: 0,
+            verified: HashSet::new(),
+        }
+    }
+
+    /// The result of one signature named `key` (printable), given the entries it would make
+    /// under each registered key of that name and how to verify them (returning the one that
+    /// verifies). `sigs` holds the results of the item so far.
+    fn signature(
+        &mut self,
+        item: usize,
+        store_path: &StorePath,
+        key: String,
+        candidates: Vec<Candidate>,
+        verify: impl FnOnce(&[Candidate]) -> Option<usize>,
+        sigs: &mut Vec<SignatureResult>,
+    ) -> Result<(), Refusal> {
+        if candidates.is_empty() {
+            sigs.push(ignored(
+                &key,
+                format!("key {key} is not a registered builder"),
+            ));
+            return Ok(());
+        }
+        for c in &candidates {
+            if let Some(index) = self.store.find_entry(&c.leaf).map_err(Refusal::Storage)? {
+                self.known += 1;
+                sigs.push(SignatureResult {
+                    key,
+                    status: SignatureStatus::Duplicate,
+                    index: Some(index),
+                    reason: None,
+                });
+                return Ok(());
+            }
+        }
+        let valid = candidates
+            .iter()
+            .position(|c| self.verified.contains(&c.leaf))
+            .or_else(|| verify(&candidates));
+        let Some(c) = valid.and_then(|i| candidates.into_iter().nth(i)) else {
+            // The name is registered (it has candidates), so it may be a label.
+            self.metrics.builder_refused(&key);
+            sigs.push(ignored(
+                &key,
+                format!("signature does not verify under the registered key {key}"),
+            ));
+            self.invalid += 1;
+            if self.invalid > MAX_INVALID_SIGNATURES {
+                self.results.push(NarinfoResult {
+                    store_path: store_path.to_string(),
+                    signatures: std::mem::take(sigs),
+                });
+                let error = format!(
+                    "refused after {} signatures that do not verify (at most \
+                     {MAX_INVALID_SIGNATURES} are checked); the rest were not verified",
+                    self.invalid
+                );
+                return Err(refusal(Rejection::InvalidSignatures, error, &self.results));
+            }
+            return Ok(());
+        };
+        self.verified.insert(c.leaf);
+        self.pending.push(Pending {
+            narinfo: item,
+            signature: sigs.len(),
+            entry: NewEntry {
+                leaf: c.leaf,
+                hash_part: store_path.hash_part().to_owned(),
+                builder: c.entry.builder.to_string(),
+                nar_hash: c.entry.nar_hash.0,
+                bytes: c.bytes,
+            },
+        });
+        sigs.push(SignatureResult {
+            key,
+            status: SignatureStatus::Logged,
+            index: None,
+            reason: None,
+        });
+        Ok(())
+    }
+
+    fn item_done(&mut self, store_path: &StorePath, mut sigs: Vec<SignatureResult>, none: &str) {
+        if sigs.is_empty() {
+            sigs.push(ignored("", none.into()));
+        }
+        self.results.push(NarinfoResult {
+            store_path: store_path.to_string(),
+            signatures: sigs,
+        });
+    }
+
+    fn finish(self) -> Result<Checked, Refusal> {
+        if self.pending.is_empty() && self.known == 0 {
+            let error = "no valid signature from a registered builder".to_owned();
+            return Err(refusal(Rejection::NoValidSignature, error, &self.results));
+        }
+        Ok(Checked {
+            results: self.results,
+            pending: self.pending,
+            known: self.known,
+        })
+    }
+}
+
 /// Parses and checks every narinfo of a body against the registry. Malformed input, too many
 /// items, an oversized entry or too many invalid signatures refuse the whole request.
 pub fn check<S: LogStore>(
@@ -154,11 +296,8 @@ pub fn check<S: LogStore>(
             narinfos.len()
         )));
     }
-    let mut results: Vec<NarinfoResult> = Vec::new();
-    let mut pending = Vec::new();
-    let (mut invalid, mut signatures_seen, mut known) = (0, 0, 0);
-    // Leaves verified in this request: a narinfo repeated in one body costs one verification.
-    let mut verified: HashSet<Hash> = HashSet::new();
+    let mut checker = Checker::new(store, metrics);
+    let mut signatures_seen = 0;
     for (n, (start, text)) in narinfos.iter().enumerate() {
         let info = NarInfo::parse(text).map_err(|e| {
             Refusal::Malformed(format!(
@@ -187,113 +326,128 @@ pub fn check<S: LogStore>(
                     continue;
                 }
             };
+            let item = format!("narinfo {}", n + 1);
             let candidates = registry
                 .keys_named(&sig.key_name)
+                .map(|k| Candidate::new(Entry::claim(&info, k, &sig), &item))
+                .collect::<Result<Vec<_>, Refusal>>()?;
+            let verify = |candidates: &[Candidate]| {
+                let keys: Vec<_> = candidates.iter().map(|c| c.entry.builder.clone()).collect();
+                match signatures::check(&fingerprint, &sig, &keys, SameNameKeys::Any) {
+                    signatures::SignatureStatus::Valid(k) => {
+                        candidates.iter().position(|c| c.entry.builder == k)
+                    }
+                    _ => None,
+                }
+            };
+            checker.signature(n, &info.store_path, key, candidates, verify, &mut sigs)?;
+        }
+        checker.item_done(&info.store_path, sigs, "the narinfo has no signature");
+    }
+    checker.finish()
+}
+
+/// The most envelopes one attestation request may hold.
+pub const MAX_ENVELOPES: usize = 4096;
+
+/// Parses and checks a body of DSSE build attestations (one envelope, or a JSON array of
+/// them) against the registry, as [`check`] does narinfos: each signature by a registered key
+/// that verifies becomes a `build` entry.
+pub fn check_attestations<S: LogStore>(
+    body: &[u8],
+    registry: &Registry,
+    store: &S,
+    metrics: &Metrics,
+) -> Result<Checked, Refusal> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Body {
+        Many(Vec<Envelope>),
+        One(Envelope),
+    }
+    let envelopes = match serde_json::from_slice::<Body>(body) {
+        Ok(Body::Many(v)) => v,
+        Ok(Body::One(e)) => vec![e],
+        Err(_) => {
+            return Err(Refusal::Malformed(
+                "the body is not a DSSE envelope or a JSON array of them".into(),
+            ))
+        }
+    };
+    if envelopes.is_empty() {
+        return Err(Refusal::Malformed("the body holds no envelope".into()));
+    }
+    if envelopes.len() > MAX_ENVELOPES {
+        return Err(Refusal::TooMany(format!(
+            "{} envelopes in one request; at most {MAX_ENVELOPES}",
+            envelopes.len()
+        )));
+    }
+    if envelopes.iter().map(|e| e.signatures.len()).sum::<usize>() > MAX_SIGNATURES {
+        return Err(Refusal::TooMany(format!(
+            "more than {MAX_SIGNATURES} signatures in one request"
+        )));
+    }
+    let mut checker = Checker::new(store, metrics);
+    for (n, envelope) in envelopes.iter().enumerate() {
+        let item = format!("envelope {}", n + 1);
+        if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+            return Err(Refusal::Malformed(format!(
+                "{item}: payload type {:?}, not {IN_TOTO_PAYLOAD_TYPE}",
+                printable(&envelope.payload_type)
+            )));
+        }
+        let statement = B64
+            .decode(&envelope.payload)
+            .map_err(|_| Refusal::Malformed(format!("{item}: the payload is not base64")))?;
+        let mut sigs = Vec::new();
+        let mut store_path = None;
+        for s in &envelope.signatures {
+            let key = printable(&s.keyid).into_owned();
+            // The statement names its signer, so it is read per signature's key name.
+            let facts = BuildFacts::parse(&statement, &s.keyid)
+                .map_err(|e| Refusal::Malformed(format!("{item}: {e}")))?;
+            let Some(signature) = B64.decode(&s.sig).ok().and_then(|b| b.try_into().ok()) else {
+                sigs.push(ignored(
+                    &key,
+                    "malformed signature: not base64 of 64 bytes".into(),
+                ));
+                continue;
+            };
+            let candidates = registry
+                .keys_named(&s.keyid)
                 .map(|k| {
-                    let entry = Entry::claim(&info, k, &sig);
-                    let bytes = entry.encode().map_err(|e| match e {
-                        EntryError::TooLarge(_) => {
-                            Refusal::EntryTooLarge(format!("narinfo {}: {e}", n + 1))
-                        }
-                        other => Refusal::Malformed(format!("narinfo {}: {other}", n + 1)),
-                    })?;
-                    let leaf = merkle::leaf_hash(&bytes);
-                    Ok(Candidate { entry, bytes, leaf })
+                    let entry = Entry {
+                        kind: EntryKind::Build,
+                        store_path: facts.store_path.clone(),
+                        nar_hash: facts.nar_hash,
+                        nar_size: facts.nar_size,
+                        references: facts.references.clone(),
+                        builder: k.clone(),
+                        signature,
+                        statement: Some(statement.clone()),
+                    };
+                    Candidate::new(entry, &item)
                 })
                 .collect::<Result<Vec<_>, Refusal>>()?;
-            if candidates.is_empty() {
-                sigs.push(ignored(
-                    &key,
-                    format!("key {key} is not a registered builder"),
-                ));
-                continue;
-            }
-            let mut logged = None;
-            for c in &candidates {
-                if let Some(index) = store.find_entry(&c.leaf).map_err(Refusal::Storage)? {
-                    logged = Some(index);
-                    break;
-                }
-            }
-            if let Some(index) = logged {
-                known += 1;
-                sigs.push(SignatureResult {
-                    key,
-                    status: SignatureStatus::Duplicate,
-                    index: Some(index),
-                    reason: None,
-                });
-                continue;
-            }
-            let valid = match candidates.iter().find(|c| verified.contains(&c.leaf)) {
-                Some(c) => Some(c),
-                None => {
-                    let keys: Vec<_> = candidates.iter().map(|c| c.entry.builder.clone()).collect();
-                    match signatures::check(&fingerprint, &sig, &keys, SameNameKeys::Any) {
-                        signatures::SignatureStatus::Valid(k) => {
-                            candidates.iter().find(|c| c.entry.builder == k)
-                        }
-                        _ => None,
-                    }
-                }
+            let verify = |candidates: &[Candidate]| {
+                candidates
+                    .iter()
+                    .position(|c| c.entry.verify_signature().is_ok())
             };
-            let Some(c) = valid else {
-                // The name is registered (it has candidates), so it may be a label.
-                metrics.builder_refused(&sig.key_name);
-                sigs.push(ignored(
-                    &key,
-                    format!("signature does not verify under the registered key {key}"),
-                ));
-                invalid += 1;
-                if invalid > MAX_INVALID_SIGNATURES {
-                    results.push(NarinfoResult {
-                        store_path: info.store_path.to_string(),
-                        signatures: sigs,
-                    });
-                    let error = format!(
-                        "refused after {invalid} signatures that do not verify (at most \
-                         {MAX_INVALID_SIGNATURES} are checked); the rest were not verified"
-                    );
-                    return Err(refusal(Rejection::InvalidSignatures, error, &results));
-                }
-                continue;
-            };
-            verified.insert(c.leaf);
-            pending.push(Pending {
-                narinfo: n,
-                signature: sigs.len(),
-                entry: NewEntry {
-                    leaf: c.leaf,
-                    bytes: c.bytes.clone(),
-                    hash_part: info.store_path.hash_part().to_owned(),
-                    builder: c.entry.builder.to_string(),
-                    nar_hash: c.entry.nar_hash.0,
-                },
-            });
-            sigs.push(SignatureResult {
-                key,
-                status: SignatureStatus::Logged,
-                index: None,
-                reason: None,
-            });
+            checker.signature(n, &facts.store_path, key, candidates, verify, &mut sigs)?;
+            store_path = Some(facts.store_path);
         }
-        if sigs.is_empty() {
-            sigs.push(ignored("", "the narinfo has no signature".into()));
+        match store_path {
+            Some(path) => checker.item_done(&path, sigs, "the envelope has no signature"),
+            None => {
+                return Err(Refusal::Malformed(format!(
+                    "{item}: the envelope has no signature"
+                )))
+            }
         }
-        results.push(NarinfoResult {
-            store_path: info.store_path.to_string(),
-            signatures: sigs,
-        });
     }
-    if pending.is_empty() && known == 0 {
-        let error = "no valid signature from a registered builder".to_owned();
-        return Err(refusal(Rejection::NoValidSignature, error, &results));
-    }
-    Ok(Checked {
-        results,
-        pending,
-        known,
-    })
+    checker.finish()
 }
 
 #[cfg(test)]

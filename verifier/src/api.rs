@@ -208,6 +208,14 @@ pub struct SubmitAnswer {
     pub narinfos: Vec<NarinfoResult>,
 }
 
+/// The answer to an accepted attestation submission (`POST /api/v1/attestations`, 200): per
+/// envelope, its store path and each signature's result, as for narinfos.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationsAnswer {
+    /// One result per envelope, in the body's order.
+    pub attestations: Vec<NarinfoResult>,
+}
+
 /// A reason a signature was not logged, in a refusal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusalReason {

@@ -66,6 +66,7 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
     let mut seen = std::collections::BTreeSet::new();
     for type_name in [
         "SubmitAnswer",
+        "AttestationsAnswer",
         "ErrorAnswer",
         "InclusionProof",
         "ConsistencyProof",
@@ -78,6 +79,7 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
         for example in &examples {
             match type_name {
                 "SubmitAnswer" => drop(round_trip::<SubmitAnswer>(example)),
+                "AttestationsAnswer" => drop(round_trip::<AttestationsAnswer>(example)),
                 "ErrorAnswer" => drop(round_trip::<ErrorAnswer>(example)),
                 "InclusionProof" => {
                     let p = round_trip::<InclusionProof>(example);
