@@ -5,9 +5,10 @@ use std::io::Read;
 use std::time::Duration;
 
 use reprolog_verifier::api::{
-    decode_proof, BuildersAnswer, ConsistencyProof, InclusionProof, LoggedEntry, PathPage,
-    SubmitAnswer, PATH_PAGE_MAX,
+    decode_proof, AttestationsAnswer, BuildersAnswer, ConsistencyProof, InclusionProof,
+    LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX,
 };
+use reprolog_verifier::dsse::Envelope;
 use reprolog_verifier::merkle::Hash;
 use reprolog_verifier::text::printable;
 
@@ -44,6 +45,11 @@ pub struct LogClient {
 impl LogClient {
     /// A client for the log at `base_url`, which must be an `http://` or `https://` URL.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_timeout(base_url, Duration::from_secs(60))
+    }
+
+    /// [`LogClient::new`] whose every request gives up after `timeout`.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, ClientError> {
         let bad = |reason: &str| ClientError::BadUrl {
             url: printable(base_url).into_owned(),
             reason: reason.to_owned(),
@@ -57,9 +63,7 @@ impl LogClient {
         }
         Ok(LogClient {
             base: base_url.trim_end_matches('/').to_owned(),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(60))
-                .build(),
+            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
         })
     }
 
@@ -131,6 +135,28 @@ impl LogClient {
             .post(&url)
             .set("Content-Type", "text/x-nix-narinfo")
             .send_string(body);
+        let body = self.read(&url, result)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Submits DSSE build attestations and returns the server's answer.
+    pub fn submit_attestations(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<AttestationsAnswer, ClientError> {
+        let url = format!("{}/api/v1/attestations", self.base);
+        let body = serde_json::to_vec(envelopes).map_err(|e| ClientError::BadResponse {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let result = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/vnd.dsse.envelope.v1+json")
+            .send_bytes(&body);
         let body = self.read(&url, result)?;
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             url,

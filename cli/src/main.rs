@@ -7,6 +7,7 @@ mod client;
 mod common;
 mod compare;
 mod decide;
+mod hook;
 mod ingest;
 mod lookup;
 mod monitor;
@@ -190,6 +191,18 @@ enum Command {
         #[arg(required = true, value_name = "STORE_PATH")]
         paths: Vec<String>,
     },
+    /// Nix's post-build hook: attest each output built on this machine, signed with the
+    /// builder's Nix key, and send it to the log (configured in /etc/reprolog/hook.conf or
+    /// $REPROLOG_HOOK_CONFIG: `log URL`, `key-file PATH`, `spool DIR`).
+    #[command(
+        after_help = "Example (nix.conf):\n  post-build-hook = /etc/reprolog/post-build-hook\n\
+        where that script runs `exec reprolog hook`.\n\nExit codes: always 0 (a hook must never \
+        fail a build); `hook flush` exits 0 when the spool is empty afterwards, 1 otherwise."
+    )]
+    Hook {
+        #[command(subcommand)]
+        action: Option<HookAction>,
+    },
     /// Look-ups in the log, each proven against a checkpoint the policy trusts.
     #[command(subcommand)]
     Log(LogCommand),
@@ -225,6 +238,16 @@ enum Command {
     /// from --help.
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum HookAction {
+    /// Send the spooled attestations (from a timer, or by hand).
+    #[command(
+        after_help = "Example:\n  reprolog hook flush\n\nExit codes: 0 nothing left in \
+        the spool; 1 some attestations could not be sent, or an error."
+    )]
+    Flush,
 }
 
 #[derive(Subcommand)]
@@ -555,6 +578,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &paths,
             json,
         )?)),
+        Command::Hook { action: None } => {
+            hook::run();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hook {
+            action: Some(HookAction::Flush),
+        } => Ok(exit(hook::flush()? == 0)),
         Command::Log(LogCommand::Info { trust, json }) => {
             let policy = common::policy_file(trust.policy)?;
             let client =
@@ -715,7 +745,7 @@ mod tests {
         leaves(&cli, "reprolog".into(), &mut commands);
         assert_eq!(
             commands.len(),
-            12,
+            13,
             "the commands changed: check this test still sees them all"
         );
         for (path, cmd) in &commands {
