@@ -8,7 +8,7 @@ use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::compare::{Claim, PathVerdict, Summary};
-use reprolog_verifier::entry::Entry;
+use reprolog_verifier::entry::{Entry, EntryKind};
 use reprolog_verifier::merkle::CompactRange;
 use reprolog_verifier::nix::nix32;
 use reprolog_verifier::note::Note;
@@ -24,6 +24,8 @@ pub struct CompareArgs {
     pub paths: Vec<String>,
     pub all: bool,
     pub json: bool,
+    /// Count only builders that attested building the output.
+    pub require_built: bool,
 }
 
 /// What `compare --json` prints.
@@ -65,7 +67,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     let mut seen_builders: BTreeSet<String> = BTreeSet::new();
     let mut add = |entry: &Entry, index: u64| {
         seen_builders.insert(entry.builder.name.clone());
-        if wanted(&entry.builder.name) {
+        if wanted(&entry.builder.name) && (!args.require_built || entry.kind == EntryKind::Build) {
             by_path
                 .entry(entry.store_path.to_string())
                 .or_default()
@@ -73,6 +75,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     builder: entry.builder.name.clone(),
                     nar_hash: entry.nar_hash.to_nix32(),
                     index,
+                    kind: entry.kind.as_str().to_owned(),
                 });
         }
     };
@@ -177,7 +180,14 @@ fn report(verdicts: &[PathVerdict], size: u64, json: bool) -> Result<i32> {
         for v in verdicts {
             println!("{}: {}", v.store_path, v.verdict);
             for c in &v.claims {
-                println!("  {:<24} {}  (entry {})", c.builder, c.nar_hash, c.index);
+                let how = if c.built() { "built" } else { "signed" };
+                println!(
+                    "  {:<24} {how:<6} {}  (entry {})",
+                    c.builder, c.nar_hash, c.index
+                );
+            }
+            for b in &v.inconsistent_builders {
+                println!("  {b}: its own claims disagree (a build attestation and a cache signature, or two builds)");
             }
         }
         let rate = summary

@@ -116,8 +116,13 @@ pub fn path(policy: &Path, log: Option<&str>, store_path: &str, json: bool) -> R
             );
         }
         if !json {
+            let how = if event.kind == "build" {
+                "built"
+            } else {
+                "signed"
+            };
             println!(
-                "  entry {:<8} {:<24} {}  {} bytes",
+                "  entry {:<8} {:<24} {how:<6} {}  {} bytes",
                 event.index,
                 builder_name(&event.builder),
                 event.nar_hash,
@@ -129,6 +134,7 @@ pub fn path(policy: &Path, log: Option<&str>, store_path: &str, json: bool) -> R
             builder: builder_name(&event.builder).to_owned(),
             nar_hash: event.nar_hash,
             index: event.index,
+            kind: event.kind,
         });
         Ok(())
     })?;

@@ -129,6 +129,10 @@ enum Command {
         /// Every path in the log (reads all entries through tiles).
         #[arg(long)]
         all: bool,
+        /// Count only builders that attested building the output (`reprolog hook`), not
+        /// cache signatures, which may be copies.
+        #[arg(long)]
+        require_built: bool,
         /// Print the verdicts and summary as JSON.
         #[arg(long)]
         json: bool,
@@ -529,9 +533,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             trust,
             builders,
             all,
+            require_built,
             json,
             paths,
         } => Ok(code(compare::run(compare::CompareArgs {
+            require_built,
             log: trust.log,
             // Without a policy, compare still works, warning that it trusts the log's word.
             policy: trust.policy.or_else(|| common::policy_file(None).ok()),

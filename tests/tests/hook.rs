@@ -13,6 +13,7 @@ use reprolog_tests::{
 
 /// One builder: its key, the hook's configuration and the script Nix runs.
 struct Builder {
+    key: PathBuf,
     config: PathBuf,
     hook: PathBuf,
     public: String,
@@ -59,6 +60,7 @@ fn builder(dir: &Path, name: &str, log: &str) -> Builder {
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     Builder {
+        key,
         config,
         hook,
         public,

@@ -18,6 +18,16 @@ pub struct Claim {
     pub nar_hash: String,
     /// The entry's index in the log.
     pub index: u64,
+    /// The entry's kind: `build` (the builder attests it built the output) or
+    /// `cache-signature` (it only signed it).
+    pub kind: String,
+}
+
+impl Claim {
+    /// Whether the builder attested building the output, rather than only signing it.
+    pub fn built(&self) -> bool {
+        self.kind == "build"
+    }
 }
 
 /// What the claims about one store path amount to.
@@ -73,15 +83,29 @@ pub struct PathVerdict {
     pub verdict: Verdict,
     /// The claims, in index order.
     pub claims: Vec<Claim>,
+    /// Builders whose own claims disagree, for example a build attestation and a cache
+    /// signature with different NAR hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconsistent_builders: Vec<String>,
 }
 
 impl PathVerdict {
     /// Judges one path's claims.
     pub fn new(store_path: String, claims: Vec<Claim>) -> Self {
+        let mut hashes: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+        for c in &claims {
+            hashes.entry(&c.builder).or_default().insert(&c.nar_hash);
+        }
+        let inconsistent_builders = hashes
+            .into_iter()
+            .filter(|(_, h)| h.len() > 1)
+            .map(|(b, _)| b.to_owned())
+            .collect();
         PathVerdict {
             store_path,
             verdict: Verdict::of(&claims),
             claims,
+            inconsistent_builders,
         }
     }
 }
@@ -129,6 +153,7 @@ mod tests {
             builder: builder.into(),
             nar_hash: nar_hash.into(),
             index,
+            kind: "cache-signature".into(),
         }
     }
 
@@ -143,9 +168,11 @@ mod tests {
         assert_eq!(Verdict::of(&two), Verdict::Reproduced);
         let differ = [claim("a", "h", 0), claim("b", "g", 1)];
         assert_eq!(Verdict::of(&differ), Verdict::Unreproduced);
-        // A builder that disagrees with itself is unreproduced too.
+        // A builder that disagrees with itself is unreproduced too, and said to be.
         let itself = [claim("a", "h", 0), claim("a", "g", 1)];
         assert_eq!(Verdict::of(&itself), Verdict::Unreproduced);
+        let v = PathVerdict::new("p".into(), itself.to_vec());
+        assert_eq!(v.inconsistent_builders, ["a"]);
     }
 
     #[test]
