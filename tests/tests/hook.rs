@@ -207,7 +207,64 @@ fn two_builders_attest_their_builds_and_the_log_tells_reproduced_from_not() {
         std::fs::read_dir(&b1.spool).unwrap().next().is_none(),
         "nothing left to send"
     );
-    let _ = b2.config;
+
+    // Builder 1 also signs, for its cache, the outputs now in the store: builder 2's builds.
+    // For `random` its signature then disagrees with its own build attestation.
+    let cache = dir.path().join("cache-1");
+    run_ok(nix(&[
+        "copy",
+        "--to",
+        &format!(
+            "file://{}?compression=none&secret-key={}",
+            cache.display(),
+            b1.key.display()
+        ),
+        &random,
+        &same,
+    ]));
+    let ingest = Command::new(workspace_bin("reprolog"))
+        .args(["ingest", "--log", &server.url, "--state"])
+        .arg(dir.path().join("ingest.state"))
+        .arg(format!("file://{}", cache.display()))
+        .output()
+        .unwrap();
+    assert!(
+        ingest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingest.stderr)
+    );
+    server.wait_for_checkpoint(6);
+    let compare = |extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(workspace_bin("reprolog"))
+            .args(["compare", "--json", "--policy", policy.to_str().unwrap()])
+            .args(extra)
+            .args([&random, &same])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let all = compare(&[]);
+    let random_verdict = &all["paths"][0];
+    assert_eq!(random_verdict["store_path"], random.as_str());
+    assert_eq!(
+        random_verdict["inconsistent_builders"],
+        serde_json::json!(["builder-1"])
+    );
+    let kinds: Vec<&str> = random_verdict["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["build", "build", "cache-signature"]);
+    // Counting only builds, builder 1's cache signature of builder 2's bytes is left out.
+    let built = compare(&["--require-built"]);
+    for verdict in built["paths"].as_array().unwrap() {
+        let claims = verdict["claims"].as_array().unwrap();
+        assert_eq!(claims.len(), 2, "{verdict}");
+        assert!(claims.iter().all(|c| c["kind"] == "build"));
+        assert!(verdict.get("inconsistent_builders").is_none(), "{verdict}");
+    }
 }
 
 #[test]
