@@ -7,6 +7,7 @@
 //! builder <label> <nix public key>
 //! quorum <K>
 //! on-conflict deny|majority
+//! require built
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +59,8 @@ pub struct Trust {
     pub quorum: usize,
     /// What a disagreement among listed builders does.
     pub on_conflict: OnConflict,
+    /// Count only build attestations (`require built`): a cache signature may be a copy.
+    pub require_built: bool,
 }
 
 impl Trust {
@@ -66,6 +69,7 @@ impl Trust {
     pub fn parse(text: &str) -> Result<Self, TrustError> {
         let (mut builders, mut quorum, mut on_conflict) =
             (Vec::<TrustedBuilder>::new(), None, None);
+        let mut require_built = false;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let bad = |reason: String| TrustError { line, reason };
@@ -113,10 +117,17 @@ impl Trust {
                         }
                     });
                 }
+                ["require", "built"] => {
+                    if require_built {
+                        return Err(bad("require built is given twice".into()));
+                    }
+                    require_built = true;
+                }
                 [keyword, ..] => {
                     return Err(bad(format!(
                         "{keyword:?} is not a statement (builder <label> <key>, quorum <K>, \
-                         on-conflict deny|majority), or has the wrong number of words"
+                         on-conflict deny|majority, require built), or has the wrong number \
+                         of words"
                     )))
                 }
             }
@@ -138,6 +149,7 @@ impl Trust {
             builders,
             quorum,
             on_conflict: on_conflict.unwrap_or(OnConflict::Deny),
+            require_built,
         })
     }
 }
@@ -257,7 +269,9 @@ pub fn decide(trust: &Trust, store_path: &StorePath, entries: &[(u64, Entry)]) -
     // For each listed builder (by position in the trust file): its claims, first index each.
     let mut by_builder: BTreeMap<usize, BTreeMap<Claim, u64>> = BTreeMap::new();
     for (index, entry) in entries {
-        if entry.store_path != *store_path {
+        if entry.store_path != *store_path
+            || (trust.require_built && entry.kind != crate::entry::EntryKind::Build)
+        {
             continue;
         }
         let Some(pos) = trust.builders.iter().position(|b| b.key == entry.builder) else {
@@ -423,6 +437,33 @@ mod tests {
         let d = decide(&deny, &path(), &itself);
         assert!(!d.allowed);
         assert!(d.builders[0].also_claimed_other);
+    }
+
+    #[test]
+    fn require_built_counts_only_build_attestations() {
+        let (a, b) = (key("a", 1), key("b", 2));
+        let mut text = format!(
+            "builder a {}\nbuilder b {}\nquorum 2\nrequire built\n",
+            a.public_key(),
+            b.public_key()
+        );
+        let t = Trust::parse(&text).unwrap();
+        let mut built = entry(&b, 1);
+        built.kind = EntryKind::Build;
+        // a only signed (perhaps a copy), b built: one builder, not two.
+        let d = decide(&t, &path(), &[(0, entry(&a, 1)), (1, built.clone())]);
+        assert_eq!(
+            d.outcome,
+            Outcome::QuorumNotMet {
+                agreeing: 1,
+                quorum: 2
+            }
+        );
+        let mut a_built = entry(&a, 1);
+        a_built.kind = EntryKind::Build;
+        assert!(decide(&t, &path(), &[(0, a_built), (1, built)]).allowed);
+        text.push_str("require built\n");
+        assert_eq!(Trust::parse(&text).unwrap_err().line, 5);
     }
 
     #[test]
