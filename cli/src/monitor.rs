@@ -17,7 +17,7 @@ use reprolog_verifier::merkle::{self, CompactRange, Hash};
 use serde::{Deserialize, Serialize};
 
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::entry::Entry;
+use reprolog_verifier::entry::{Entry, EntryKind};
 use reprolog_verifier::nix::StorePath;
 use reprolog_verifier::policy::Policy;
 
@@ -34,6 +34,16 @@ pub struct MonitorArgs {
     pub interval: Duration,
     pub fail_on_conflict: bool,
     pub json: bool,
+}
+
+/// Who claimed, and how: `name (built)` for a build attestation, `name (signed)` for a cache
+/// signature.
+fn claimant(entry: &Entry) -> String {
+    let how = match entry.kind {
+        EntryKind::Build => "built",
+        EntryKind::CacheSignature => "signed",
+    };
+    format!("{} ({how})", entry.builder.name)
 }
 
 /// A new entry whose NAR hash differs from another entry's for the same store path.
@@ -172,11 +182,7 @@ fn conflicts(
                         e.index
                     );
                 }
-                earlier.push((
-                    e.index,
-                    entry.nar_hash.to_nix32(),
-                    entry.builder.name.clone(),
-                ));
+                earlier.push((e.index, entry.nar_hash.to_nix32(), claimant(&entry)));
                 Ok(())
             })?;
         }
@@ -252,7 +258,7 @@ fn step(client: &LogClient, policy: &Policy, state: &mut State) -> Result<CheckR
         by_path
             .entry(entry.store_path.to_string())
             .or_default()
-            .push((index, entry.nar_hash.to_nix32(), entry.builder.name.clone()));
+            .push((index, entry.nar_hash.to_nix32(), claimant(entry)));
     })
     .context("INVALID ENTRY")?;
     if range.root() != cp.root {

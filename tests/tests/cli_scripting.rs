@@ -272,8 +272,8 @@ fn the_monitor_keeps_a_small_state_and_can_fail_on_conflicts() {
     assert_eq!(conflict["index"], 600);
     assert_eq!(conflict["store_path"], store_path(&many[7]).as_str());
     assert!(conflict["other_index"].as_u64().unwrap() < 600);
-    assert_eq!(conflict["builder"], "builder-2");
-    assert_eq!(conflict["other_builder"], "builder-1");
+    assert_eq!(conflict["builder"], "builder-2 (signed)");
+    assert_eq!(conflict["other_builder"], "builder-1 (signed)");
     assert!(std::fs::metadata(&state).unwrap().len() < 1024);
 }
 
