@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::api::SignatureStatus;
+use reprolog_verifier::attestation::BuildFacts;
 use reprolog_verifier::checkpoint::{Checkpoint, SignedCheckpoint};
+use reprolog_verifier::dsse::Envelope;
 use reprolog_verifier::merkle;
-use reprolog_verifier::nix::{nix32, NarInfo, NixPublicKey, NixSecretKey, NixSignature};
+use reprolog_verifier::nix::narinfo::NixHash;
+use reprolog_verifier::nix::{nix32, NarInfo, NixPublicKey, NixSecretKey, NixSignature, StorePath};
 use reprolog_verifier::note::{Note, SignerKey, VerifierKey};
 use reprolog_verifier::witness_request::AddCheckpoint;
 use sha2::{Digest, Sha256};
@@ -27,6 +30,55 @@ fn narinfo(key: &NixSecretKey, run: &str, i: u64) -> String {
     let mut info = NarInfo::parse(&text).expect("generated narinfo parses");
     info.sign(key);
     info.to_text()
+}
+
+/// A build attestation of a synthetic output, signed by `key`.
+fn attestation(key: &NixSecretKey, run: &str, i: u64) -> Envelope {
+    let path = Sha256::digest(format!("{run}/{i}"));
+    let store_path = |suffix: &str| {
+        StorePath::parse(&format!(
+            "/nix/store/{}-bench-{i}{suffix}",
+            nix32::encode(&path[..20])
+        ))
+        .expect("generated store path parses")
+    };
+    BuildFacts {
+        store_path: store_path(""),
+        nar_hash: NixHash(Sha256::digest(format!("nar/{run}/{i}")).into()),
+        nar_size: 1000 + i,
+        references: Default::default(),
+        derivation: store_path(".drv"),
+        output: "out".into(),
+        system: "x86_64-linux".into(),
+        nix_version: "2.8.0".into(),
+        started: 1_796_284_800,
+        finished: 1_796_284_801,
+    }
+    .sign(key)
+}
+
+/// One request's body: narinfos, or build attestations.
+enum Body {
+    Narinfos(String),
+    Attestations(Vec<Envelope>),
+}
+
+impl Body {
+    /// Submits it; returns how many entries were logged.
+    fn submit(&self, client: &LogClient) -> Result<u64> {
+        let logged = |results: &[reprolog_verifier::api::NarinfoResult]| {
+            results
+                .iter()
+                .filter(|n| n.signatures[0].status == SignatureStatus::Logged)
+                .count() as u64
+        };
+        Ok(match self {
+            Body::Narinfos(text) => logged(&client.submit_narinfos(text)?.narinfos),
+            Body::Attestations(envelopes) => {
+                logged(&client.submit_attestations(envelopes)?.attestations)
+            }
+        })
+    }
 }
 
 /// Waits for every worker; the first error is the result.
@@ -116,6 +168,8 @@ pub struct IngestArgs {
     pub count: u64,
     pub batch: u64,
     pub concurrency: usize,
+    /// Build attestations instead of narinfos.
+    pub attestations: bool,
 }
 
 /// Submits `count` unique pre-signed narinfos in batches from `concurrency` threads.
@@ -138,17 +192,28 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         Sha256::digest(format!("{:?}", Instant::now()))[0] as u64 * 1_000_003
             + std::process::id() as u64
     );
-    print!("pre-signing {} narinfos… ", args.count);
-    let bodies: Vec<String> = (0..args.count.div_ceil(args.batch))
+    let what = if args.attestations {
+        "build attestations"
+    } else {
+        "narinfos"
+    };
+    print!("pre-signing {} {what}… ", args.count);
+    let bodies: Vec<Body> = (0..args.count.div_ceil(args.batch))
         .map(|b| {
-            let end = ((b + 1) * args.batch).min(args.count);
-            (b * args.batch..end)
-                .map(|i| narinfo(&key, &run, i))
-                .collect::<Vec<_>>()
-                .join("\n")
+            let items = b * args.batch..((b + 1) * args.batch).min(args.count);
+            if args.attestations {
+                Body::Attestations(items.map(|i| attestation(&key, &run, i)).collect())
+            } else {
+                Body::Narinfos(
+                    items
+                        .map(|i| narinfo(&key, &run, i))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            }
         })
         .collect();
-    println!("{} requests of up to {} narinfos", bodies.len(), args.batch);
+    println!("{} requests of up to {} {what}", bodies.len(), args.batch);
 
     let client = LogClient::new(&args.log)?;
     let bodies = Arc::new(bodies);
@@ -165,13 +230,8 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { break };
                     let t = Instant::now();
-                    let answer = client.submit_narinfos(body)?;
+                    logged += body.submit(&client)?;
                     latencies.push(t.elapsed());
-                    logged += answer
-                        .narinfos
-                        .iter()
-                        .filter(|n| n.signatures[0].status == SignatureStatus::Logged)
-                        .count() as u64;
                 }
                 Ok((latencies, logged))
             })
@@ -199,7 +259,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
     );
     println!("  throughput:     {rate:.0} entries/s durable");
     println!(
-        "  time to index:  {} (per request of {} narinfos)",
+        "  time to index:  {} (per request of {} {what})",
         latency_summary(&mut latencies),
         args.batch
     );

@@ -110,11 +110,11 @@ fn attest_build() -> Result<()> {
     let drv = StorePath::parse(&drv).context("DRV_PATH")?;
     let outputs: Vec<(String, String)> = db.outputs(&drv)?;
     let wanted: BTreeSet<&str> = out_paths.split_whitespace().collect();
-    let nix_version = nix_version();
-    let system = derivation_system(&drv)?;
-    let started = build_start(&drv);
     std::fs::create_dir_all(&config.spool)
         .with_context(|| format!("{}", config.spool.display()))?;
+    let nix_version = nix_version(&config.spool);
+    let system = derivation_system(&drv)?;
+    let started = build_start(&drv);
     let mut spooled = Vec::new();
     for (output, path) in &outputs {
         if !wanted.is_empty() && !wanted.contains(path.as_str()) {
@@ -327,15 +327,39 @@ impl NixDb {
     }
 }
 
-/// `nix-store --version` says `nix-store (Nix) 2.8.0`; the version is its last word.
-fn nix_version() -> String {
-    std::process::Command::new("nix-store")
+/// The Nix version, which `nix-store --version` gives as its last word (`nix-store (Nix)
+/// 2.8.0`). Asking costs about 27 ms, most of a hook's time, so the answer is kept in the
+/// spool beside the `nix-store` binary's path and modification time, and asked again only
+/// when the binary changes.
+fn nix_version(spool: &Path) -> String {
+    let binary = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nix-store"))
+            .find(|p| p.is_file())
+    });
+    let stamp = binary.as_ref().and_then(|b| {
+        let modified = std::fs::metadata(b).ok()?.modified().ok()?;
+        let nanos = modified.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+        Some(format!("{} {nanos}", b.display()))
+    });
+    let cache = spool.join(".nix-version");
+    if let (Some(stamp), Ok(text)) = (&stamp, std::fs::read_to_string(&cache)) {
+        if let Some(version) = text.strip_prefix(&format!("{stamp}\n")) {
+            return version.trim().to_owned();
+        }
+    }
+    let version = std::process::Command::new("nix-store")
         .arg("--version")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.split_whitespace().last().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into());
+    if let Some(stamp) = stamp {
+        // Only a cache: failing to write it costs the next hook 27 ms, nothing more.
+        let _ = std::fs::write(&cache, format!("{stamp}\n{version}\n"));
+    }
+    version
 }
 
 /// The derivation's `system`: the fourth field of its ATerm,

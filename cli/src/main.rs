@@ -308,6 +308,9 @@ enum BenchCommand {
         batch: u64,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Submit DSSE build attestations instead of narinfos.
+        #[arg(long)]
+        attestations: bool,
     },
     /// Submit narinfos one at a time and report the time until each is in a checkpoint that
     /// satisfies a client's policy (the log's signature and a quorum of cosignatures).
@@ -619,6 +622,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             count,
             batch,
             concurrency,
+            attestations,
         }) => {
             bench::ingest(bench::IngestArgs {
                 log,
@@ -626,6 +630,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 count,
                 batch,
                 concurrency,
+                attestations,
             })?;
             Ok(ExitCode::SUCCESS)
         }
