@@ -21,7 +21,8 @@ pub const STORE_DIR: &str = "/nix/store";
 /// The proven entries of trusted builders for one hash part, up to a checkpoint.
 #[derive(Clone, Debug, Default)]
 pub struct Proven {
-    /// In index order, one per (builder, claim): a repeated claim proves nothing new.
+    /// In index order, one per (builder, store path, claim): a repeated claim proves
+    /// nothing new.
     pub entries: Vec<(u64, Entry)>,
     /// Every event below this index was considered.
     pub scanned_to: u64,
@@ -66,11 +67,11 @@ pub fn prove_path(
                 continue;
             }
             let claim = Claim::of(&entry);
-            if proven
-                .entries
-                .iter()
-                .any(|(_, e)| e.builder == entry.builder && Claim::of(e) == claim)
-            {
+            if proven.entries.iter().any(|(_, e)| {
+                e.builder == entry.builder
+                    && e.store_path == entry.store_path
+                    && Claim::of(e) == claim
+            }) {
                 continue;
             }
             entry.verify_signature().map_err(|e| {

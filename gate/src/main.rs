@@ -17,6 +17,8 @@ mod http;
 mod key;
 mod log;
 mod metrics;
+#[cfg(test)]
+mod tests;
 mod trust;
 mod upstream;
 
