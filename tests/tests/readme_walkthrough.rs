@@ -1,4 +1,4 @@
-//! The README's walkthrough and Witnesses blocks, run exactly as written, in an empty
+//! The README's walkthrough, Witnesses and gate blocks, run exactly as written, in an empty
 //! directory, with real Nix and the workspace's binaries first on PATH. Run under `bash -eu -o
 //! pipefail`, so that any step that fails fails the test, not only the final verdicts.
 
@@ -25,14 +25,15 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let script = format!(
-        "{}\n{}\n",
+        "{}\n{}\n{}\n",
         block_after(&readme, "<!-- walkthrough -->"),
-        block_after(&readme, "<!-- witnesses -->")
+        block_after(&readme, "<!-- witnesses -->"),
+        block_after(&readme, "<!-- gate -->")
     );
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = workspace_bin("reprolog").parent().unwrap().to_owned();
     // The walkthrough asks for these three binaries; make sure they were all built.
-    for bin in ["reprolog-server", "reprolog-witness"] {
+    for bin in ["reprolog-server", "reprolog-witness", "reprolog-gate"] {
         workspace_bin(bin);
     }
     let path = format!(
@@ -57,10 +58,11 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
     let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let all = format!(
-        "{stdout}\n--- stderr ---\n{}\n--- server.out ---\n{}\n--- witness.out ---\n{}",
+        "{stdout}\n--- stderr ---\n{}\n--- server.out ---\n{}\n--- witness.out ---\n{}\n--- gate.out ---\n{}",
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.path().join("server.out")).unwrap_or_default(),
         std::fs::read_to_string(dir.path().join("witness.out")).unwrap_or_default(),
+        std::fs::read_to_string(dir.path().join("gate.out")).unwrap_or_default(),
     );
     assert!(out.status.success(), "the walkthrough failed:\n{all}");
 
@@ -84,6 +86,11 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
     // The witnessed checkpoint satisfies a client that requires the witness.
     assert!(stdout.contains("cosigned by  w1"), "{all}");
     assert!(stdout.contains("cosigned by w1"), "the monitor: {all}");
+    // The gate: hello substituted under its key, stamp refused with the reason.
+    assert!(
+        stdout.contains("x-reprolog-reason: conflict: trusted builders logged 2 different claims"),
+        "{all}"
+    );
     // Builder keys are private.
     for b in ["builder-1", "builder-2"] {
         let mode = std::fs::metadata(dir.path().join(format!("{b}.sec")))
