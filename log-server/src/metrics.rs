@@ -8,90 +8,10 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::builders::Registry;
 use reprolog_verifier::locks;
-
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// A histogram with fixed upper bounds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// Sum in millionths, so it fits an integer atomic.
-    sum_micro: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micro: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, v: f64) {
-        for (b, bucket) in self.bounds.iter().zip(&self.buckets) {
-            if v <= *b {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
-    }
-
-    pub fn observe_duration(&self, d: Duration) {
-        self.observe(d.as_secs_f64());
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        header(out, name, "histogram", help);
-        self.render_series(out, name, "");
-    }
-
-    /// One labelled series, without the header; `labels` is `key="escaped value"` or empty.
-    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
-        let (bucket_labels, plain) = match labels {
-            "" => (String::new(), String::new()),
-            l => (format!("{l},"), format!("{{{l}}}")),
-        };
-        for (b, bucket) in self.bounds.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{bucket_labels}le=\"{b}\"}} {}",
-                bucket.load(Relaxed)
-            );
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{bucket_labels}le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{plain} {}",
-            self.sum_micro.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{plain} {count}");
-    }
-}
+use reprolog_verifier::prometheus::{escape_label, header, Histogram};
 
 /// What one registered builder did, under its key's name (every key of that name).
 #[derive(Default)]
@@ -462,12 +382,6 @@ pub fn cpu_seconds(stat: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("plain-name.1"), "plain-name.1");
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
 
     #[test]
     fn only_registered_builders_are_labels_and_witnesses_have_histograms() {

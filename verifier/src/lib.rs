@@ -22,7 +22,8 @@
 //! - [`api`]: the JSON bodies of the log's HTTP API, shared by server and clients;
 //! - `keyfile` (feature `server`): a server's data directory: secret key files with mode 0600,
 //!   public files written without following links, the directory's lock;
-//! - `locks` (feature `server`): the servers' one policy for a poisoned lock.
+//! - `locks` (feature `server`): the servers' one policy for a poisoned lock;
+//! - `prometheus` (feature `server`): the Prometheus text format the servers' `/metrics` use.
 //!
 //! Parsers take untrusted bytes: they return typed errors that say what is wrong and where,
 //! and never panic.
@@ -46,6 +47,8 @@ pub mod merkle;
 pub mod nix;
 pub mod note;
 pub mod policy;
+#[cfg(feature = "server")]
+pub mod prometheus;
 pub mod proof;
 pub mod text;
 pub mod tiles;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use axum::http::StatusCode;
 
 use reprolog_verifier::locks;
+use reprolog_verifier::prometheus::{escape_label, header};
 
 /// Why an add-checkpoint request was refused, from its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,24 +70,6 @@ pub struct Metrics {
     pub reloads_failed: AtomicU64,
     /// Checkpoints newly cosigned, by origin; only origins of the policy get here.
     cosigned: Mutex<HashMap<String, u64>>,
-}
-
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 impl Metrics {
