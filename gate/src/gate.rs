@@ -104,7 +104,15 @@ pub struct Gate {
     cache_capacity: usize,
     /// Permits for NAR streams, each of which holds a thread of the blocking pool.
     pub nar_streams: Arc<tokio::sync::Semaphore>,
+    /// Permits for decisions being made ([`CONCURRENT_DECISIONS`]): each holds a thread of
+    /// the blocking pool and asks the log, so that a flood of unknown hashes waits its turn
+    /// rather than crowd the log and the gate's threads.
+    deciding: tokio::sync::Semaphore,
 }
+
+/// How many decisions are made at once; the rest wait. Nix asks for narinfos with about 25
+/// connections (`http-connections`).
+pub const CONCURRENT_DECISIONS: usize = 16;
 
 /// Whether `s` is a store path hash part: 32 nix32 characters.
 pub fn is_hash_part(s: &str) -> bool {
@@ -135,6 +143,7 @@ impl Gate {
             cache: Mutex::new(HashMap::new()),
             cache_capacity: cache_capacity.max(1),
             nar_streams: Arc::new(tokio::sync::Semaphore::new(nar_streams.max(1))),
+            deciding: tokio::sync::Semaphore::new(CONCURRENT_DECISIONS),
         }
     }
 
@@ -165,6 +174,11 @@ impl Gate {
             _ => None,
         };
         self.metrics.cache_misses.fetch_add(1, Relaxed);
+        let _permit = self
+            .deciding
+            .acquire()
+            .await
+            .map_err(|_| Failure::Internal("stopping".into()))?;
         let this = Arc::clone(self);
         let hash = hash_part.to_owned();
         let generation = trust.generation;
