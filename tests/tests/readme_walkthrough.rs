@@ -46,6 +46,9 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
         .current_dir(dir.path())
         .env("PATH", path)
         .env("XDG_STATE_HOME", dir.path().join("state"))
+        // Nix remembers narinfos per substituter URL: the gate's fixed URL must not bring
+        // back what an earlier run's gate (another key) served.
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so that the servers it starts in the background are stopped
