@@ -104,7 +104,7 @@ async fn narinfo(State(gate): State<Arc<Gate>>, Path(file): Path<String>) -> Res
     } else {
         &gate.metrics.narinfo_seconds_miss
     };
-    histogram.observe(start.elapsed());
+    histogram.observe_duration(start.elapsed());
     response
 }
 

@@ -1,10 +1,11 @@
-//! The gate's Prometheus text-format metrics, kept in atomics, written by hand as the log
-//! server's are. Labels come only from fixed sets (outcomes, reasons) and from the operator's
+//! The gate's Prometheus text-format metrics, kept in atomics, written with the servers'
+//! shared helpers (`verifier::prometheus`). Labels come only from fixed sets (outcomes, reasons) and from the operator's
 //! `--upstream` list, never from a request.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+
+use reprolog_verifier::prometheus::{escape_label, header, Histogram};
 
 use crate::failure::FAILURE_LABELS;
 
@@ -20,74 +21,6 @@ fn reason_index(label: &str) -> usize {
     reasons()
         .position(|r| r == label)
         .unwrap_or(OUTCOME_LABELS.len() + FAILURE_LABELS.len() - 1)
-}
-
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// A histogram with fixed upper bounds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// Sum in millionths, so it fits an integer atomic.
-    sum_micro: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micro: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let v = d.as_secs_f64();
-        for (b, bucket) in self.bounds.iter().zip(&self.buckets) {
-            if v <= *b {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
-    }
-
-    /// One labelled series, without the header; `labels` is `key="escaped value"`.
-    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
-        for (b, bucket) in self.bounds.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{b}\"}} {}",
-                bucket.load(Relaxed)
-            );
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_micro.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-    }
 }
 
 const SECONDS: &[f64] = &[
@@ -324,7 +257,8 @@ mod tests {
         m.narinfo_answered("agreed");
         m.narinfo_answered("fork");
         m.narinfo_answered("fork");
-        m.narinfo_seconds_hit.observe(Duration::from_micros(300));
+        m.narinfo_seconds_hit
+            .observe_duration(std::time::Duration::from_micros(300));
         let text = m.render();
         for line in [
             "reprolog_gate_narinfo_requests_total{outcome=\"allowed\",reason=\"agreed\"} 1",
