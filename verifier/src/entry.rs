@@ -10,6 +10,7 @@ use base64::{engine::general_purpose::STANDARD as B64, Engine};
 
 use crate::attestation::BuildFacts;
 use crate::dsse::{pae, IN_TOTO_PAYLOAD_TYPE};
+use crate::key_event::KeyEvent;
 use crate::nix::narinfo::{fingerprint, NixHash};
 use crate::nix::store_path::check_base_name;
 use crate::nix::{NarInfo, NixPublicKey, NixSignature, StorePath};
@@ -79,6 +80,9 @@ pub enum EntryError {
     /// over the statement's DSSE encoding for a build).
     #[error("signature does not verify under the builder key")]
     BadSignature,
+    /// The entry is a key event where a signing event was expected.
+    #[error("the entry is a key event, not a signing event")]
+    NotASigningEvent,
     /// A DSSE envelope that is not a build attestation by a trusted key.
     #[error("not a build attestation: {0}")]
     BadAttestation(String),
@@ -253,29 +257,20 @@ impl Entry {
         Ok(bytes)
     }
 
-    /// Decodes a canonical entry. The signature is not checked; call [`Entry::verify_signature`].
+    /// Decodes a canonical signing event. The signature is not checked; call
+    /// [`Entry::verify_signature`]. A key event is refused: read entries of any kind with
+    /// [`LogEntry::decode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
-        if bytes.len() > MAX_ENTRY_BYTES {
-            return Err(EntryError::TooLarge(bytes.len()));
+        match LogEntry::decode(bytes)? {
+            LogEntry::Signing(entry) => Ok(entry),
+            LogEntry::Key(_) => Err(EntryError::NotASigningEvent),
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| malformed(1, "not UTF-8"))?;
-        let body = text
-            .strip_suffix('\n')
-            .ok_or_else(|| malformed(1, "entry must end with a newline"))?;
-        let mut lines = EntryLines(body.split('\n').enumerate().peekable(), 0);
-        let (_, version) = lines.0.next().ok_or_else(|| malformed(1, "empty entry"))?;
-        lines.1 = 1;
-        if version == "reprolog-entry/v1" {
-            return Err(malformed(
-                1,
-                "version 1 entries (with unsigned deriver and CA fields) are no longer read",
-            ));
-        }
-        if version != VERSION_LINE {
-            return Err(malformed(1, "unknown entry version"));
-        }
-        let (n, kind) = lines.field("kind")?;
-        let kind = EntryKind::parse(kind).ok_or_else(|| malformed(n, "unknown entry kind"))?;
+    }
+
+    fn decode_after_kind<'a, I: Iterator<Item = &'a str>>(
+        kind: EntryKind,
+        lines: &mut EntryLines<'a, I>,
+    ) -> Result<Self, EntryError> {
         let (n, path) = lines.field("store-path")?;
         let store_path = StorePath::parse(path).map_err(|e| malformed(n, &e.to_string()))?;
         let (n, hash) = lines.field("nar-hash")?;
@@ -319,10 +314,7 @@ impl Entry {
                 Some(statement)
             }
         };
-        if let Some((i, _)) = lines.0.next() {
-            return Err(malformed(i + 1, "unexpected line after the last field"));
-        }
-        let entry = Entry {
+        Ok(Entry {
             kind,
             store_path,
             nar_hash,
@@ -331,15 +323,76 @@ impl Entry {
             builder,
             signature,
             statement,
+        })
+    }
+}
+
+/// Any entry of the log: a signing event, or a key event that changes who may sign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogEntry {
+    /// A builder's signature of an output (`cache-signature` or `build`).
+    Signing(Entry),
+    /// A change to the registry of builder keys (`key-…`).
+    Key(KeyEvent),
+}
+
+impl LogEntry {
+    /// Decodes a canonical entry of any kind. Signatures are not checked.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| malformed(1, "not UTF-8"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or_else(|| malformed(1, "entry must end with a newline"))?;
+        let mut lines = EntryLines(body.split('\n').enumerate().peekable(), 0);
+        let (_, version) = lines.0.next().ok_or_else(|| malformed(1, "empty entry"))?;
+        lines.1 = 1;
+        if version == "reprolog-entry/v1" {
+            return Err(malformed(
+                1,
+                "version 1 entries (with unsigned deriver and CA fields) are no longer read",
+            ));
+        }
+        if version != VERSION_LINE {
+            return Err(malformed(1, "unknown entry version"));
+        }
+        let (n, kind) = lines.field("kind")?;
+        let entry = match EntryKind::parse(kind) {
+            Some(kind) => LogEntry::Signing(Entry::decode_after_kind(kind, &mut lines)?),
+            None if kind.starts_with("key-") => {
+                LogEntry::Key(KeyEvent::decode_after_kind(kind, &mut lines)?)
+            }
+            None => return Err(malformed(n, "unknown entry kind")),
         };
+        if let Some((i, _)) = lines.0.next() {
+            return Err(malformed(i + 1, "unexpected line after the last field"));
+        }
         if entry.encode()? != bytes {
             return Err(EntryError::NotCanonical);
         }
         Ok(entry)
     }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Result<Vec<u8>, EntryError> {
+        match self {
+            LogEntry::Signing(e) => e.encode(),
+            LogEntry::Key(e) => Ok(e.encode()),
+        }
+    }
+
+    /// The entry's kind, as its `kind` line spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogEntry::Signing(e) => e.kind.as_str(),
+            LogEntry::Key(e) => e.action.kind(),
+        }
+    }
 }
 
-fn malformed(line: usize, reason: &str) -> EntryError {
+pub(crate) fn malformed(line: usize, reason: &str) -> EntryError {
     EntryError::Malformed {
         line,
         reason: reason.to_owned(),
@@ -348,14 +401,14 @@ fn malformed(line: usize, reason: &str) -> EntryError {
 
 /// The lines of an entry, read in their fixed order, and how many have been read (so that a
 /// missing line can be named).
-struct EntryLines<'a, I: Iterator<Item = &'a str>>(
+pub(crate) struct EntryLines<'a, I: Iterator<Item = &'a str>>(
     std::iter::Peekable<std::iter::Enumerate<I>>,
     usize,
 );
 
 impl<'a, I: Iterator<Item = &'a str>> EntryLines<'a, I> {
     /// The next line, which must be `<name> <value>`; returns its number and value.
-    fn field(&mut self, name: &str) -> Result<(usize, &'a str), EntryError> {
+    pub(crate) fn field(&mut self, name: &str) -> Result<(usize, &'a str), EntryError> {
         let (i, line) = self
             .0
             .next()

@@ -12,6 +12,8 @@
 //! - [`proof`]: C2SP tlog-proof receipts;
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
 //! - [`entry`]: the reprolog log entry (`spec/entry.md`);
+//! - [`key_event`] and [`registry`]: key events in the log, and the registry of builder keys
+//!   and identities they make;
 //! - [`compare`]: reproducibility verdicts, in the project's one vocabulary;
 //! - [`attestation`]: build attestations, in-toto statements with SLSA provenance;
 //! - [`dsse`]: DSSE envelopes signed with Nix keys, for build attestations;
@@ -39,6 +41,7 @@ pub mod cosignature;
 pub mod decision;
 pub mod dsse;
 pub mod entry;
+pub mod key_event;
 #[cfg(feature = "server")]
 pub mod keyfile;
 #[cfg(feature = "server")]
@@ -50,6 +53,7 @@ pub mod policy;
 #[cfg(feature = "server")]
 pub mod prometheus;
 pub mod proof;
+pub mod registry;
 pub mod text;
 pub mod tiles;
 pub mod witness_request;

@@ -233,6 +233,13 @@ impl SignerKey {
         }
     }
 
+    /// An Ed25519 signature over bytes that are not a note: reprolog's key events, whose
+    /// messages start with a domain that holds a NUL byte, which no note text may hold, so
+    /// that no such signature can pass as a checkpoint's (`spec/entry.md`, "Key events").
+    pub fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
     /// This key's cosignature/v1 line over a checkpoint body at `timestamp` (seconds since
     /// the epoch), as a witness adds it to the checkpoint's note. It verifies under
     /// [`SignerKey::cosignature_verifier_key`].
