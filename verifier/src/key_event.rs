@@ -36,6 +36,8 @@ impl Revoker {
 }
 
 /// The change a key event makes to the registry.
+// A rotation holds two keys; key events are few, so the size is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyAction {
     /// The operator allows a key to append. Signed by the log's key.
