@@ -122,6 +122,10 @@ pub struct KeyEvent {
     pub origin: String,
     /// The change.
     pub action: KeyAction,
+    /// For a registration or withdrawal: the log's size when the operator made it, at most
+    /// the event's own index. Without it, registering a key again after a withdrawal would
+    /// be the same bytes as the first registration, and taken for a duplicate.
+    pub made_at: Option<u64>,
     /// By the operator (register, unregister, a revocation by the operator), by the key
     /// (a revocation by the key), or by the old key (a rotation).
     pub signature: [u8; 64],
@@ -134,25 +138,28 @@ impl KeyEvent {
         KeyEvent {
             origin: origin.to_owned(),
             action,
+            made_at: None,
             signature: [0; 64],
             new_signature: None,
         }
     }
 
-    fn by_operator(action: KeyAction, operator: &SignerKey) -> Self {
+    fn by_operator(action: KeyAction, made_at: Option<u64>, operator: &SignerKey) -> Self {
         let mut event = Self::unsigned(operator.name(), action);
+        event.made_at = made_at;
         event.signature = operator.sign_message(&event.signed_message());
         event
     }
 
-    /// The operator's registration of `key` in the log whose key is `operator`.
-    pub fn register(key: NixPublicKey, operator: &SignerKey) -> Self {
-        Self::by_operator(KeyAction::Register(key), operator)
+    /// The operator's registration of `key` in the log whose key is `operator`, made when the
+    /// log had `size` entries.
+    pub fn register(key: NixPublicKey, size: u64, operator: &SignerKey) -> Self {
+        Self::by_operator(KeyAction::Register(key), Some(size), operator)
     }
 
-    /// The operator's withdrawal of `key`.
-    pub fn unregister(key: NixPublicKey, operator: &SignerKey) -> Self {
-        Self::by_operator(KeyAction::Unregister(key), operator)
+    /// The operator's withdrawal of `key`, made when the log had `size` entries.
+    pub fn unregister(key: NixPublicKey, size: u64, operator: &SignerKey) -> Self {
+        Self::by_operator(KeyAction::Unregister(key), Some(size), operator)
     }
 
     /// A rotation from `old` to `new` in the log `origin`, signed by both.
@@ -187,7 +194,7 @@ impl KeyEvent {
             as_of,
             by: Revoker::Operator,
         };
-        Self::by_operator(action, operator)
+        Self::by_operator(action, None, operator)
     }
 
     /// The entry lines every signature covers: from the version line to the last line before
@@ -200,7 +207,9 @@ impl KeyEvent {
             self.action.key()
         );
         match &self.action {
-            KeyAction::Register(_) | KeyAction::Unregister(_) => {}
+            KeyAction::Register(_) | KeyAction::Unregister(_) => {
+                s += &format!("made-at {}\n", self.made_at.unwrap_or_default())
+            }
             KeyAction::Rotate { new, .. } => s += &format!("new-key {new}\n"),
             KeyAction::Revoke { as_of, by, .. } => {
                 s += &format!("as-of {as_of}\nrevoked-by {}\n", by.as_str())
@@ -267,9 +276,19 @@ impl KeyEvent {
             return Err(malformed(n, "not a log origin"));
         }
         let key = read_key(lines, "key")?;
+        let mut made_at = None;
         let action = match kind {
-            "key-register" => KeyAction::Register(key),
-            "key-unregister" => KeyAction::Unregister(key),
+            "key-register" | "key-unregister" => {
+                let (n, size) = lines.field("made-at")?;
+                made_at = Some(
+                    crate::checkpoint::parse_canonical_u64(size)
+                        .ok_or_else(|| malformed(n, "bad made-at size"))?,
+                );
+                match kind {
+                    "key-register" => KeyAction::Register(key),
+                    _ => KeyAction::Unregister(key),
+                }
+            }
             "key-rotate" => KeyAction::Rotate {
                 old: key,
                 new: read_key(lines, "new-key")?,
@@ -296,6 +315,7 @@ impl KeyEvent {
         Ok(KeyEvent {
             origin: origin.to_owned(),
             action,
+            made_at,
             signature,
             new_signature,
         })
@@ -339,11 +359,11 @@ mod tests {
         let one = NixSecretKey::from_seed("cache.example.org-1", [1; 32]);
         let two = NixSecretKey::from_seed("cache.example.org-2", [2; 32]);
         vec![
-            KeyEvent::register(one.public_key(), &op),
+            KeyEvent::register(one.public_key(), 0, &op),
             KeyEvent::rotate(op.name(), &one, &two),
             KeyEvent::revoke_by_key(op.name(), &two, 7),
             KeyEvent::revoke_by_operator(one.public_key(), 3, &op),
-            KeyEvent::unregister(two.public_key(), &op),
+            KeyEvent::unregister(two.public_key(), 9, &op),
         ]
     }
 
@@ -400,7 +420,7 @@ mod tests {
     #[test]
     fn an_operator_signature_is_no_checkpoint_signature() {
         let op = operator();
-        let event = KeyEvent::register(NixSecretKey::from_seed("b", [1; 32]).public_key(), &op);
+        let event = KeyEvent::register(NixSecretKey::from_seed("b", [1; 32]).public_key(), 0, &op);
         let message = event.signed_message();
         // No note text can hold a NUL byte, so the message is never a note's text.
         assert!(message.contains(&0));

@@ -61,6 +61,14 @@ pub enum RegistryError {
         /// The builder that has it.
         identity: String,
     },
+    /// An operator event cannot be made at a size the log reaches only after its index.
+    #[error("an operator event made at size {made_at} logged at index {index}")]
+    MadeLater {
+        /// Its `made-at`.
+        made_at: u64,
+        /// Its own index.
+        index: u64,
+    },
     /// A revocation cannot start after the index it is logged at.
     #[error("a revocation as of index {as_of} logged at index {index}: it cannot start later")]
     FutureRevocation {
@@ -276,6 +284,9 @@ impl KeyRegistry {
                 index,
                 last: last.index,
             });
+        }
+        if let Some(made_at) = event.made_at.filter(|m| *m > index) {
+            return Err(RegistryError::MadeLater { made_at, index });
         }
         match &event.action {
             KeyAction::Register(key) => self.register(index, key)?,
@@ -534,10 +545,15 @@ mod tests {
     fn the_spectrum_story() {
         let mut log = Log::new();
         let (one, two, three) = (key("s-1", 1), key("s-2", 2), key("other-1", 3));
-        log.apply(KeyEvent::register(one.public_key(), &log.operator.clone()))
-            .unwrap();
+        log.apply(KeyEvent::register(
+            one.public_key(),
+            log.next,
+            &log.operator.clone(),
+        ))
+        .unwrap();
         log.apply(KeyEvent::register(
             three.public_key(),
+            log.next,
             &log.operator.clone(),
         ))
         .unwrap();
@@ -564,7 +580,11 @@ mod tests {
         );
         // A retired key is never registered again.
         assert!(matches!(
-            log.apply(KeyEvent::register(one.public_key(), &log.operator.clone())),
+            log.apply(KeyEvent::register(
+                one.public_key(),
+                log.next,
+                &log.operator.clone()
+            )),
             Err(RegistryError::NotActive { .. })
         ));
         // Key 3 signs a good path at 6, is stolen, signs at 7; revoked as of 7.
@@ -586,6 +606,7 @@ mod tests {
         assert_eq!(
             log.apply(KeyEvent::register(
                 three.public_key(),
+                log.next,
                 &log.operator.clone()
             )),
             Err(RegistryError::Revoked(three.public_key().to_string()))
@@ -597,7 +618,7 @@ mod tests {
         let mut log = Log::new();
         let (real, thief) = (key("b-1", 1), key("b-2", 2));
         let op = log.operator.clone();
-        log.apply(KeyEvent::register(real.public_key(), &op))
+        log.apply(KeyEvent::register(real.public_key(), log.next, &op))
             .unwrap();
         log.skip(4); // good signatures at 1..=4
         let stolen_rotation = log
@@ -626,7 +647,7 @@ mod tests {
         // A new key of the same name continues the builder.
         let fresh = key("b-1", 5);
         let at = log
-            .apply(KeyEvent::register(fresh.public_key(), &op))
+            .apply(KeyEvent::register(fresh.public_key(), log.next, &op))
             .unwrap();
         assert_eq!(identity(&log, &fresh, at).as_deref(), Some("b-1"));
     }
@@ -636,14 +657,14 @@ mod tests {
         let mut log = Log::new();
         let op = log.operator.clone();
         let (one, two, other) = (key("b-1", 1), key("b-2", 2), key("c-1", 3));
-        log.apply(KeyEvent::register(one.public_key(), &op))
+        log.apply(KeyEvent::register(one.public_key(), log.next, &op))
             .unwrap();
-        log.apply(KeyEvent::register(other.public_key(), &op))
+        log.apply(KeyEvent::register(other.public_key(), log.next, &op))
             .unwrap();
         let before = log.registry.active_keys();
         let origin = "example.org/log";
         let refused = [
-            KeyEvent::register(one.public_key(), &op),
+            KeyEvent::register(one.public_key(), log.next, &op),
             // A stranger's key cannot rotate or revoke.
             KeyEvent::rotate(origin, &two, &key("b-3", 4)),
             KeyEvent::revoke_by_key(origin, &two, 0),
@@ -659,7 +680,7 @@ mod tests {
             assert!(log.apply(event.clone()).is_err(), "{event:?}");
         }
         // A forged operator event.
-        let mut forged = KeyEvent::register(two.public_key(), &op);
+        let mut forged = KeyEvent::register(two.public_key(), log.next, &op);
         forged.signature[0] ^= 1;
         assert!(matches!(
             log.apply(forged),
@@ -668,7 +689,7 @@ mod tests {
         assert_eq!(log.registry.active_keys(), before);
         assert_eq!(log.registry.history().len(), 2);
         // Out of order.
-        let event = KeyEvent::unregister(one.public_key(), &op);
+        let event = KeyEvent::unregister(one.public_key(), log.next, &op);
         assert!(matches!(
             log.registry.apply(0, &event),
             Err(RegistryError::OutOfOrder { .. })
@@ -684,7 +705,7 @@ mod tests {
         let changes = log.registry.builders_file_changes(&file);
         assert_eq!(changes.register, file);
         for k in changes.register {
-            log.apply(KeyEvent::register(k, &op)).unwrap();
+            log.apply(KeyEvent::register(k, log.next, &op)).unwrap();
         }
         log.apply(KeyEvent::rotate("example.org/log", &one, &two))
             .unwrap();
@@ -696,7 +717,7 @@ mod tests {
         assert_eq!(changes.ignored.len(), 1);
         assert!(changes.ignored[0].1.contains("rotation"), "{changes:?}");
         let at = log
-            .apply(KeyEvent::unregister(gone.public_key(), &op))
+            .apply(KeyEvent::unregister(gone.public_key(), log.next, &op))
             .unwrap();
         assert_eq!(
             log.registry.status(&gone.public_key(), at),
@@ -709,5 +730,13 @@ mod tests {
         // Listed again: registered again, same builder.
         let changes = log.registry.builders_file_changes(&[gone.public_key()]);
         assert_eq!(changes.register, vec![gone.public_key()]);
+        // A second registration is other bytes than the first, so no duplicate.
+        let again = KeyEvent::register(gone.public_key(), log.next, &op);
+        assert_ne!(
+            again.encode(),
+            KeyEvent::register(gone.public_key(), 0, &op).encode()
+        );
+        let at = log.apply(again).unwrap();
+        assert_eq!(identity(&log, &gone, at).as_deref(), Some("g-1"));
     }
 }
