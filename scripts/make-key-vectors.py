@@ -26,10 +26,13 @@ class Key:
     def sign(self, message: bytes) -> bytes:
         return self.private.sign(message)
 
-def event(kind: str, log: Key, key: Key, signers, new_key=None, as_of=None, revoked_by=None) -> bytes:
+def event(kind: str, log: Key, key: Key, signers, new_key=None, as_of=None, revoked_by=None,
+          made_at=None) -> bytes:
     """The entry: the lines up to the first `signature` line, then one signature line per
     signer (`signature`, then for a rotation `new-signature`), all over the same message."""
     lines = ["reprolog-entry/v2", f"kind {kind}", f"log {log.name}", f"key {key.nix()}"]
+    if made_at is not None:
+        lines.append(f"made-at {made_at}")
     if new_key is not None:
         lines.append(f"new-key {new_key.nix()}")
     if as_of is not None:
@@ -47,7 +50,7 @@ key1 = Key("cache.example.org-1", 0x01)
 key2 = Key("cache.example.org-2", 0x02)
 
 vectors = {
-    "entry-v2-key-register": event("key-register", log, key1, [log]),
+    "entry-v2-key-register": event("key-register", log, key1, [log], made_at=0),
     "entry-v2-key-rotate": event("key-rotate", log, key1, [key1, key2], new_key=key2),
     "entry-v2-key-revoke": event("key-revoke", log, key2, [key2], as_of=7, revoked_by="key"),
     "entry-v2-key-revoke-operator": event(
