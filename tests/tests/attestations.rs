@@ -44,6 +44,7 @@ fn attestations_are_logged_as_build_entries_once() {
     let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
     write_builders(dir.path(), &[builder.public_key().to_string()]);
     let server = Server::start(dir.path(), &["--checkpoint-interval-ms", "50"]);
+    let base = key_events_at_start(&server, 1);
 
     let one = facts(1).sign(&builder);
     let (status, a) = submit(&server, &serde_json::to_string(&one).unwrap());
@@ -55,6 +56,7 @@ fn attestations_are_logged_as_build_entries_once() {
     );
     assert_eq!(result["signatures"][0]["status"], "logged");
     let index = result["signatures"][0]["index"].as_u64().unwrap();
+    assert_eq!(index, base, "the first entry after the key events");
 
     // Again, and in an array with a new one: the first is a duplicate of its first index.
     let two = facts(2).sign(&builder);
@@ -64,7 +66,8 @@ fn attestations_are_logged_as_build_entries_once() {
     assert_eq!(a["attestations"][0]["signatures"][0]["status"], "duplicate");
     assert_eq!(a["attestations"][0]["signatures"][0]["index"], index);
     assert_eq!(a["attestations"][1]["signatures"][0]["status"], "logged");
-    server.wait_for_checkpoint(2);
+    assert_eq!(a["attestations"][1]["signatures"][0]["index"], base + 1);
+    server.wait_for_checkpoint(base + 2);
 
     // The log shows it as a build entry, in path lookups too, and it verifies from its bytes.
     let (status, e) = get_json(&format!("{}/api/v1/entries/{index}", server.url));
@@ -84,6 +87,7 @@ fn what_is_not_a_registered_builders_attestation_is_refused() {
     let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
     write_builders(dir.path(), &[builder.public_key().to_string()]);
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, 1);
     let url = format!("{}/api/v1/attestations", server.url);
     let good = serde_json::to_string(&facts(3).sign(&builder)).unwrap();
 
@@ -113,10 +117,16 @@ fn what_is_not_a_registered_builders_attestation_is_refused() {
         let (status, a) = submit(&server, &body);
         assert_eq!(status, 422, "{a}");
     }
-    let (_, m) = reprolog_tests::get(&format!("{}/metrics", server.url));
-    assert!(String::from_utf8(m)
-        .unwrap()
-        .contains("reprolog_tree_size 0"));
+    // Nothing was logged: the log holds only its key events.
+    assert_eq!(server.metric("reprolog_tree_size"), Some(base as f64));
+}
+
+/// The log's size once the server has started: one `key-register` event per key of its
+/// builders file, logged before any submission is taken (spec/entry.md, "Key events").
+fn key_events_at_start(server: &Server, builders: u64) -> u64 {
+    let size = server.metric("reprolog_tree_size").unwrap() as u64;
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -8,7 +8,8 @@ use reprolog_tests::{
     get, get_json, post, submit, synthetic_narinfo, testdata, write_builders, Server,
 };
 use reprolog_verifier::checkpoint::SignedCheckpoint;
-use reprolog_verifier::entry::Entry;
+use reprolog_verifier::entry::{Entry, LogEntry};
+use reprolog_verifier::key_event::KeyAction;
 use reprolog_verifier::merkle::{self, Hash};
 use reprolog_verifier::nix::NixSecretKey;
 use reprolog_verifier::proof::TlogProof;
@@ -82,6 +83,14 @@ fn tree_size(server: &Server) -> u64 {
         .unwrap()
 }
 
+/// The log's size once the server has started: one `key-register` event per key of its
+/// builders file, logged before any submission is taken (spec/entry.md, "Key events").
+fn key_events_at_start(server: &Server, builders: u64) -> u64 {
+    let size = tree_size(server);
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
+}
+
 #[test]
 fn submission_lookups_and_proofs_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,19 +105,26 @@ fn submission_lookups_and_proofs_verify() {
         ],
     );
     let server = Server::start(dir.path(), &[]);
+    // Indexes 0..base: the registrations of the three keys.
+    let base = key_events_at_start(&server, 3);
 
-    // The five real lix narinfos in one body: five entries, indexes 0..5.
+    // The five real lix narinfos in one body: five entries, indexes base..base + 5.
     let (status, answer) = submit(&server, &lix_narinfos().join("\n"));
     assert_eq!(status, 200, "{answer}");
-    let want: Vec<_> = (0..5).map(|i| ("logged".to_owned(), Some(i))).collect();
+    let want: Vec<_> = (base..base + 5)
+        .map(|i| ("logged".to_owned(), Some(i)))
+        .collect();
     assert_eq!(statuses(&answer), want);
     // Again: duplicates with their first indexes, nothing appended.
     let (status, again) = submit(&server, &lix_narinfos()[2]);
     assert_eq!(status, 200);
-    assert_eq!(statuses(&again), vec![("duplicate".to_owned(), Some(2))]);
+    assert_eq!(
+        statuses(&again),
+        vec![("duplicate".to_owned(), Some(base + 2))]
+    );
 
-    let first = server.wait_for_checkpoint(5);
-    assert_eq!(first.checkpoint.size, 5);
+    let first = server.wait_for_checkpoint(base + 5);
+    assert_eq!(first.checkpoint.size, base + 5);
     let log_key = server.verifier_key();
 
     // Two builders of one path; builder 2 got other bytes.
@@ -117,25 +133,44 @@ fn submission_lookups_and_proofs_verify() {
     let (_, a) = submit(&server, &format!("{same}\n{other}"));
     assert_eq!(
         statuses(&a),
-        vec![("logged".into(), Some(5)), ("logged".into(), Some(6))]
+        vec![
+            ("logged".into(), Some(base + 5)),
+            ("logged".into(), Some(base + 6))
+        ]
     );
     let agree =
         synthetic_narinfo(&b2, "agree", 0, 0) + "\n" + &synthetic_narinfo(&b1, "agree", 0, 0);
     let (_, a) = submit(&server, &agree);
     assert_eq!(
         statuses(&a),
-        vec![("logged".into(), Some(7)), ("logged".into(), Some(8))]
+        vec![
+            ("logged".into(), Some(base + 7)),
+            ("logged".into(), Some(base + 8))
+        ]
     );
-    let second = server.wait_for_checkpoint(9);
+    let second = server.wait_for_checkpoint(base + 9);
     let size = second.checkpoint.size;
-    assert_eq!(size, 9);
+    assert_eq!(size, base + 9);
 
-    // Every entry: self-contained, in the tree by inclusion proof and by tlog-proof.
+    // Every entry: self-contained, in the tree by inclusion proof and by tlog-proof. The key
+    // events are the operator's registrations, signed with the log's key; the rest are
+    // signing events.
     let mut leaves = Vec::new();
     for i in 0..size {
         let bytes = entry_bytes(&server, i);
-        let entry = Entry::decode(&bytes).unwrap();
-        entry.verify_signature().unwrap();
+        if i < base {
+            let LogEntry::Key(event) = LogEntry::decode(&bytes).unwrap() else {
+                panic!("entry {i} is not a key event");
+            };
+            assert!(
+                matches!(event.action, KeyAction::Register(_)),
+                "entry {i}: {event:?}"
+            );
+            event.verify(&log_key).unwrap();
+        } else {
+            let entry = Entry::decode(&bytes).unwrap();
+            entry.verify_signature().unwrap();
+        }
         let leaf = merkle::leaf_hash(&bytes);
         let (status, p) = get_json(&format!(
             "{}/api/v1/proof/inclusion?index={i}&size={size}",
@@ -161,12 +196,13 @@ fn submission_lookups_and_proofs_verify() {
 
     // The later checkpoint extends the earlier one.
     let (_, c) = get_json(&format!(
-        "{}/api/v1/proof/consistency?old=5&new={size}",
-        server.url
+        "{}/api/v1/proof/consistency?old={}&new={size}",
+        server.url,
+        base + 5
     ));
     merkle::verify_consistency(
         &b64_hashes(&c["proof"]),
-        5,
+        base + 5,
         size,
         &first.checkpoint.root,
         &second.checkpoint.root,
@@ -183,7 +219,7 @@ fn submission_lookups_and_proofs_verify() {
     assert_eq!(decoded.len() as u64, size);
     assert_eq!(decoded[3], entry_bytes(&server, 3).as_slice());
     for missing in [
-        "tile/0/000.p/10",
+        &format!("tile/0/000.p/{}", size + 1),
         "tile/0/000",
         "tile/entries/001.p/1",
         "tile/1/000.p/1",
@@ -206,7 +242,7 @@ fn submission_lookups_and_proofs_verify() {
     );
     assert_eq!(
         get(&format!(
-            "{}/api/v1/proof/inclusion?index=9&size=9",
+            "{}/api/v1/proof/inclusion?index={size}&size={size}",
             server.url
         ))
         .0,
@@ -279,8 +315,9 @@ fn submission_lookups_and_proofs_verify() {
 
     let (_, metrics) = get(&format!("{}/metrics", server.url));
     let metrics = String::from_utf8(metrics).unwrap();
+    // The key events were logged too.
     assert!(
-        metrics.contains("reprolog_entries_logged_total 9"),
+        metrics.contains(&format!("reprolog_entries_logged_total {}", base + 9)),
         "{metrics}"
     );
     assert!(metrics.contains("reprolog_entries_duplicate_total 1"));
@@ -293,6 +330,7 @@ fn bad_input_gets_a_clear_status_and_stores_nothing() {
     let b1 = NixSecretKey::from_seed("builder-1", [1; 32]);
     write_builders(dir.path(), &[b1.public_key().to_string()]);
     let server = Server::start(dir.path(), &["--max-body-bytes", "65536"]);
+    let base = key_events_at_start(&server, 1);
     let good = synthetic_narinfo(&b1, "bad-input", 0, 0);
     let url = format!("{}/api/v1/narinfo", server.url);
 
@@ -347,11 +385,12 @@ fn bad_input_gets_a_clear_status_and_stores_nothing() {
         "{reasons:?}"
     );
 
-    // Nothing of any of that was stored; the good narinfo alone still logs at index 0.
-    assert_eq!(tree_size(&server), 0);
+    // Nothing of any of that was stored; the good narinfo alone still logs right after the
+    // key events.
+    assert_eq!(tree_size(&server), base);
     let (status, a) = submit(&server, &good);
     assert_eq!(status, 200);
-    assert_eq!(statuses(&a), vec![("logged".into(), Some(0))]);
+    assert_eq!(statuses(&a), vec![("logged".into(), Some(base))]);
 }
 
 #[test]
@@ -368,6 +407,7 @@ fn concurrent_submitters_never_lose_or_duplicate() {
             .collect::<Vec<_>>(),
     );
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, keys.len() as u64);
     let threads: Vec<_> = keys
         .iter()
         .cloned()
@@ -403,14 +443,16 @@ fn concurrent_submitters_never_lose_or_duplicate() {
             }
         }
     }
-    // Each key signed 25·4 + 4 distinct narinfos, all logged exactly once, densely indexed.
+    // Each key signed 25·4 + 4 distinct narinfos, all logged exactly once, densely indexed
+    // after the key events.
     logged.sort();
     let unique = 4 * (25 * 4 + 4);
-    assert_eq!(logged, (0..unique).collect::<Vec<_>>());
-    assert!(dup_targets.iter().all(|i| *i < unique));
-    assert_eq!(tree_size(&server), unique);
-    let cp = server.wait_for_checkpoint(unique);
-    assert_eq!(cp.checkpoint.size, unique);
+    let end = base + unique;
+    assert_eq!(logged, (base..end).collect::<Vec<_>>());
+    assert!(dup_targets.iter().all(|i| (base..end).contains(i)));
+    assert_eq!(tree_size(&server), end);
+    let cp = server.wait_for_checkpoint(end);
+    assert_eq!(cp.checkpoint.size, end);
 
     // Full tiles are immutable and say so; partial ones must be revalidated.
     let cache_control = |path: &str| {
@@ -419,7 +461,7 @@ fn concurrent_submitters_never_lose_or_duplicate() {
     };
     assert!(cache_control("tile/entries/000").contains("immutable"));
     assert!(cache_control("tile/0/000").contains("immutable"));
-    let partial = format!("tile/0/001.p/{}", unique - 256);
+    let partial = format!("tile/0/001.p/{}", end - 256);
     assert_eq!(cache_control(&partial), "no-cache");
 }
 
