@@ -29,6 +29,15 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Durati
     started.elapsed()
 }
 
+/// The log's size once the server has started: one `key-register` event per key of its
+/// builders file, logged before any submission is taken (spec/entry.md, "Key events"), by
+/// this process or by an earlier one on the same data directory.
+fn key_events_at_start(server: &Service, builders: u64) -> u64 {
+    let size = server.metric("reprolog_tree_size").unwrap() as u64;
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
+}
+
 /// A loopback port free now, for a witness that must come back at the same URL.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -133,6 +142,8 @@ fn metrics_count_builders_witnesses_and_disagreements_exactly() {
             "600000",
         ],
     );
+    // The first start above registered the three keys; this one finds them in the log.
+    let base = key_events_at_start(&server, 3);
 
     // builder-1 logs paths 0..3; builder-2 agrees on path 1 and disagrees on path 0; the odd
     // name logs path 5.
@@ -158,7 +169,7 @@ fn metrics_count_builders_witnesses_and_disagreements_exactly() {
         submit(&server, &synthetic_narinfo(&forger, "ops", 7, 0)).0,
         422
     );
-    server.wait_for_checkpoint(7);
+    server.wait_for_checkpoint(base + 7);
     // The checkpoint is published after both witnesses were asked; nothing asks after it.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -166,6 +177,7 @@ fn metrics_count_builders_witnesses_and_disagreements_exactly() {
     let m = |series: &str| {
         metric_in(&page, series).unwrap_or_else(|| panic!("no {series} in\n{page}")) as u64
     };
+    // Counted since this process started: the key events were logged by the first one.
     assert_eq!(m("reprolog_entries_logged_total"), 7);
     assert_eq!(
         m("reprolog_builder_entries_logged_total{builder=\"builder-1\"}"),
@@ -216,8 +228,9 @@ fn metrics_count_builders_witnesses_and_disagreements_exactly() {
         );
     }
 
-    // The witness: one new checkpoint per log checkpoint after the first (size 0, which it
-    // cosigned as well), then a conflict and a log it does not know, sent by hand.
+    // The witness: one new checkpoint per log checkpoint after the first (the size the server
+    // started at, which it cosigned as well), then a conflict and a log it does not know, sent
+    // by hand.
     let wm = |series: &str| w0.metric(series).unwrap_or_else(|| panic!("no {series}")) as u64;
     let label = format!("{{log=\"{origin}\"}}");
     assert_eq!(
@@ -226,7 +239,10 @@ fn metrics_count_builders_witnesses_and_disagreements_exactly() {
         )),
         checkpoints
     );
-    assert_eq!(wm(&format!("reprolog_witness_checkpoint_size{label}")), 7);
+    assert_eq!(
+        wm(&format!("reprolog_witness_checkpoint_size{label}")),
+        base + 7
+    );
     let requests = wm("reprolog_witness_add_checkpoint_requests_total");
     assert_eq!(requests, checkpoints);
     let (_, note) = get(&format!("{}/checkpoint", server.url));
@@ -354,6 +370,8 @@ fn a_witness_that_comes_back_cosigns_the_current_checkpoint_without_a_new_entry(
             "50",
         ],
     );
+    // The first start above registered the key; this one finds it in the log.
+    let base = key_events_at_start(&server, 1);
     let cosigned_at = |size: u64| {
         let (_, body) = get(&format!("{}/checkpoint", server.url));
         SignedCheckpoint::open(&body, &log_vkey, std::slice::from_ref(&wkey))
@@ -364,9 +382,9 @@ fn a_witness_that_comes_back_cosigns_the_current_checkpoint_without_a_new_entry(
         200
     );
     wait_for(
-        "a cosigned checkpoint of size 1",
+        &format!("a cosigned checkpoint of size {}", base + 1),
         Duration::from_secs(10),
-        || cosigned_at(1),
+        || cosigned_at(base + 1),
     );
 
     w.kill();
@@ -376,17 +394,21 @@ fn a_witness_that_comes_back_cosigns_the_current_checkpoint_without_a_new_entry(
             200
         );
     }
-    server.wait_for_checkpoint(4);
-    assert!(!cosigned_at(4), "cosigned by a witness that is down");
+    server.wait_for_checkpoint(base + 4);
+    assert!(!cosigned_at(base + 4), "cosigned by a witness that is down");
 
     let w = Witness::start_on(&w_dir, &listen, &[]);
     let took = wait_for(
         "the returning witness's cosignature",
         Duration::from_secs(10),
-        || cosigned_at(4),
+        || cosigned_at(base + 4),
     );
     eprintln!("cosigned {took:?} after the witness came back");
-    assert_eq!(server.checkpoint().checkpoint.size, 4, "no entry was added");
+    assert_eq!(
+        server.checkpoint().checkpoint.size,
+        base + 4,
+        "no entry was added"
+    );
     let log_text = String::from_utf8(server.log()).unwrap();
     assert!(log_text.contains("witness w cosigns again"), "{log_text}");
     drop(w);
@@ -493,7 +515,10 @@ fn logs_are_plain_text_in_a_file_and_json_lines_on_request() {
             write_builders(&data, &[key.public_key().to_string()]);
         }
         let mut service = Service::try_start(bin, &data, &["--log-format", format]).unwrap();
+        // The server's log ends at its key event and the one narinfo below.
+        let mut durable = 0;
         if bin == "reprolog-server" {
+            durable = key_events_at_start(&service, 1) + 1;
             let body = synthetic_narinfo(&key, "fmt", 0, 0);
             let (status, _) = post_raw(
                 &format!("{}/api/v1/narinfo", service.url),
@@ -509,10 +534,12 @@ fn logs_are_plain_text_in_a_file_and_json_lines_on_request() {
         assert!(!log.contains(&0x1b), "{bin}: ANSI codes in a log file");
         let text = String::from_utf8(log).unwrap();
         let last = match bin {
-            "reprolog-server" => "drained 0 submissions; the log is durable at size 1",
-            _ => "SIGTERM received",
+            "reprolog-server" => {
+                format!("drained 0 submissions; the log is durable at size {durable}")
+            }
+            _ => "SIGTERM received".to_owned(),
         };
-        assert!(text.contains(last), "{bin} {format}: {text}");
+        assert!(text.contains(&last), "{bin} {format}: {text}");
         let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
         if format == "json" {
             for line in &lines {
