@@ -29,6 +29,14 @@ fn metric(server: &Server, name: &str) -> u64 {
         .unwrap()
 }
 
+/// The log's size once the server has started: one `key-register` event per key of its
+/// builders file, logged before any submission is taken (spec/entry.md, "Key events").
+fn key_events_at_start(server: &Server, builders: u64) -> u64 {
+    let size = metric(server, "reprolog_tree_size");
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
+}
+
 fn store_file_bytes(server: &Server) -> u64 {
     std::fs::metadata(server.data.join("store/entries.data"))
         .unwrap()
@@ -69,6 +77,7 @@ fn a_resubmitted_signature_with_any_unsigned_field_changed_is_a_duplicate() {
     let (key, narinfo) = lix();
     write_builders(dir.path(), &[key]);
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, 1);
     let (status, a) = submit(&server, &narinfo);
     assert_eq!(status, 200, "{a}");
     assert_eq!(a["narinfos"][0]["signatures"][0]["status"], "logged");
@@ -96,7 +105,7 @@ fn a_resubmitted_signature_with_any_unsigned_field_changed_is_a_duplicate() {
         assert_eq!(sig["status"], "duplicate", "{a}");
         assert_eq!(sig["index"].as_u64(), Some(first));
     }
-    assert_eq!(metric(&server, "reprolog_tree_size"), 1);
+    assert_eq!(metric(&server, "reprolog_tree_size"), base + 1);
     assert_eq!(store_file_bytes(&server), bytes, "the store did not grow");
 }
 
@@ -133,6 +142,7 @@ fn a_flooded_path_still_shows_the_disagreeing_claim_at_its_end() {
         &[b1.public_key().to_string(), b2.public_key().to_string()],
     );
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, 2);
     // Builder 1 signs 1,200 NAR hashes for one path, more than one page holds; builder 2's
     // one different claim comes last.
     let flood: Vec<String> = (0..1200)
@@ -146,7 +156,7 @@ fn a_flooded_path_still_shows_the_disagreeing_claim_at_its_end() {
     let (status, a) = submit(&server, &late);
     assert_eq!(status, 200, "{a}");
     let late_index = a["narinfos"][0]["signatures"][0]["index"].as_u64().unwrap();
-    server.wait_for_checkpoint(1201);
+    server.wait_for_checkpoint(base + 1201);
 
     let hash_part = NarInfo::parse(&late)
         .unwrap()
@@ -157,7 +167,7 @@ fn a_flooded_path_still_shows_the_disagreeing_claim_at_its_end() {
     assert_eq!(first_page["events"].as_array().unwrap().len(), 100);
     assert!(first_page["next"].is_u64(), "more than one page is said");
     let indexes = all_indexes(&server, &hash_part, 1000);
-    assert_eq!(indexes, (0..1201).collect::<Vec<u64>>());
+    assert_eq!(indexes, (base..base + 1201).collect::<Vec<u64>>());
     assert_eq!(indexes.last(), Some(&late_index));
 
     // The CLI follows the pages: compare sees builder 2's claim, and verify proves it.
@@ -318,9 +328,10 @@ fn a_hostile_witness_cannot_poison_the_checkpoints_clients_verify() {
     let log_policy = dir.path().join("log-policy");
     std::fs::write(&log_policy, format!("witness h {hostile_vkey} {url}\n")).unwrap();
     let server = Server::start(&data, &["--policy", log_policy.to_str().unwrap()]);
+    let base = key_events_at_start(&server, 1);
     let (status, a) = submit(&server, &narinfo_of_path(&builder, "p", 1, 0));
     assert_eq!(status, 200, "{a}");
-    server.wait_for_checkpoint(1);
+    server.wait_for_checkpoint(base + 1);
     assert!(metric(&server, "reprolog_cosignatures_refused_total") >= 1);
 
     // A client that lists the hostile witness still verifies the log's checkpoint: the bad
@@ -342,6 +353,7 @@ fn invalid_signatures_cost_bounded_work_and_get_a_small_answer() {
     let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
     write_builders(dir.path(), &[builder.public_key().to_string()]);
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, 1);
     let impostor = NixSecretKey::from_seed("builder-1", [66; 32]);
     let stranger = NixSecretKey::from_seed("stranger", [67; 32]);
     for (key, error) in [
@@ -379,7 +391,7 @@ fn invalid_signatures_cost_bounded_work_and_get_a_small_answer() {
     );
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&raw));
     assert!(String::from_utf8_lossy(&raw).contains("at most 4096"));
-    assert_eq!(metric(&server, "reprolog_tree_size"), 0);
+    assert_eq!(metric(&server, "reprolog_tree_size"), base);
     let (_, m) = get(&format!("{}/metrics", server.url));
     let m = String::from_utf8(m).unwrap();
     assert!(m.contains("reprolog_rejections_total{reason=\"invalid_signatures\"} 1"));
@@ -392,9 +404,10 @@ fn indexes_beyond_any_tree_are_refused_never_wrapped() {
     let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
     write_builders(dir.path(), &[builder.public_key().to_string()]);
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, 1);
     let (status, _) = submit(&server, &narinfo_of_path(&builder, "p", 1, 0));
     assert_eq!(status, 200);
-    server.wait_for_checkpoint(1);
+    server.wait_for_checkpoint(base + 1);
     let huge = [1u64 << 56, 1 << 63, u64::MAX];
     for index in huge {
         for kind in [
@@ -489,6 +502,7 @@ fn store_paths_with_control_characters_are_refused() {
     let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
     write_builders(dir.path(), &[builder.public_key().to_string()]);
     let server = Server::start(dir.path(), &[]);
+    let base = key_events_at_start(&server, 1);
     let good = narinfo_of_path(&builder, "p", 1, 0);
     for bad in ["/nix/st\u{1b}[2Jore", "/nix//store", "/nix/store/."] {
         let text = good.replace("/nix/store", bad);
@@ -499,5 +513,5 @@ fn store_paths_with_control_characters_are_refused() {
             "{a}"
         );
     }
-    assert_eq!(metric(&server, "reprolog_tree_size"), 0);
+    assert_eq!(metric(&server, "reprolog_tree_size"), base);
 }
