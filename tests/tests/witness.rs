@@ -226,6 +226,15 @@ fn concurrent_add_checkpoint_exactly_one_wins_and_state_survives_restart() {
     assert_eq!(add(&w, &log.request(held, 30)).0, 200);
 }
 
+/// The log's size once the server has started: one `key-register` event per key of its
+/// builders file, logged before any submission is taken (spec/entry.md, "Key events"), by
+/// this process or by an earlier one on the same data directory.
+fn key_events_at_start(server: &Server, builders: u64) -> u64 {
+    let size = server.metric("reprolog_tree_size").unwrap() as u64;
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
+}
+
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ok() {
@@ -281,6 +290,8 @@ fn log_gathers_cosignatures_for_a_two_of_two_policy_and_survives_a_witness_going
             "50",
         ],
     );
+    // The first start registered the key; this one finds it in the log.
+    let base = key_events_at_start(&server, 1);
     let client_policy = |quorum: &str| {
         let path = dir.path().join(format!("client-{quorum}"));
         let mut text = format!("log {log_vkey}\n");
@@ -301,12 +312,15 @@ fn log_gathers_cosignatures_for_a_two_of_two_policy_and_survives_a_witness_going
         );
     }
     let policy = Policy::parse(&std::fs::read_to_string(&two_of_two).unwrap()).unwrap();
-    wait_for("a 2-of-2 cosigned checkpoint of size 5", || {
-        let (_, body) = get(&format!("{}/checkpoint", server.url));
-        policy
-            .verify_checkpoint(&body)
-            .is_ok_and(|t| t.checkpoint.size == 5)
-    });
+    wait_for(
+        &format!("a 2-of-2 cosigned checkpoint of size {}", base + 5),
+        || {
+            let (_, body) = get(&format!("{}/checkpoint", server.url));
+            policy
+                .verify_checkpoint(&body)
+                .is_ok_and(|t| t.checkpoint.size == base + 5)
+        },
+    );
     let (code, out) = reprolog_checkpoint_verify(&two_of_two, &server.url);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("cosigned by  w0, w1"), "{out}");
@@ -320,11 +334,14 @@ fn log_gathers_cosignatures_for_a_two_of_two_policy_and_survives_a_witness_going
         );
     }
     let one = Policy::parse(&std::fs::read_to_string(&one_of_two).unwrap()).unwrap();
-    wait_for("a checkpoint of size 9 with one cosignature", || {
-        let (_, body) = get(&format!("{}/checkpoint", server.url));
-        one.verify_checkpoint(&body)
-            .is_ok_and(|t| t.checkpoint.size == 9 && t.cosigned_by == ["w0"])
-    });
+    wait_for(
+        &format!("a checkpoint of size {} with one cosignature", base + 9),
+        || {
+            let (_, body) = get(&format!("{}/checkpoint", server.url));
+            one.verify_checkpoint(&body)
+                .is_ok_and(|t| t.checkpoint.size == base + 9 && t.cosigned_by == ["w0"])
+        },
+    );
     let (code, out) = reprolog_checkpoint_verify(&two_of_two, &server.url);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("quorum both is not met"), "{out}");
@@ -338,11 +355,10 @@ fn log_gathers_cosignatures_for_a_two_of_two_policy_and_survives_a_witness_going
         reprolog_checkpoint_verify(&one_of_two, file.to_str().unwrap()).0,
         0
     );
-    std::fs::write(
-        &file,
-        String::from_utf8(body).unwrap().replace("\n9\n", "\n10\n"),
-    )
-    .unwrap();
+    let tampered = String::from_utf8(body)
+        .unwrap()
+        .replace(&format!("\n{}\n", base + 9), &format!("\n{}\n", base + 10));
+    std::fs::write(&file, tampered).unwrap();
     assert_eq!(
         reprolog_checkpoint_verify(&one_of_two, file.to_str().unwrap()).0,
         1
@@ -355,8 +371,13 @@ fn waiting_for_a_quorum_holds_checkpoints_back_but_not_sequencing() {
     let builder = NixSecretKey::from_seed("builder-1", [1; 32]);
     let log_dir = dir.path().join("log");
     write_builders(&log_dir, &[builder.public_key().to_string()]);
-    let log_vkey =
-        Server::start(&log_dir, &["--origin", "example.com/reprolog-quorum"]).verifier_key();
+    // The log's key is made first so the witness can be told about it; its key event is in a
+    // checkpoint before any witness is involved.
+    let first = Server::start(&log_dir, &["--origin", "example.com/reprolog-quorum"]);
+    let base = key_events_at_start(&first, 1);
+    first.wait_for_checkpoint(base);
+    let log_vkey = first.verifier_key();
+    drop(first);
     let w_dir = dir.path().join("w0");
     std::fs::create_dir_all(&w_dir).unwrap();
     std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).unwrap();
@@ -384,12 +405,12 @@ fn waiting_for_a_quorum_holds_checkpoints_back_but_not_sequencing() {
     for i in 0..3 {
         let (status, a) = submit(&server, &synthetic_narinfo(&builder, "quorum", i, 0));
         assert_eq!(status, 200, "{a}");
-        assert_eq!(a["narinfos"][0]["signatures"][0]["index"], i);
+        assert_eq!(a["narinfos"][0]["signatures"][0]["index"], base + i);
     }
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         server.checkpoint().checkpoint.size,
-        0,
+        base,
         "published without a quorum"
     );
 }
