@@ -143,6 +143,15 @@ fn reprolog(args: &[&str], config: &Path) -> Output {
         .unwrap()
 }
 
+/// The log's size once it has read the builders file: one `key-register` event per key the
+/// file lists, logged before any submission by those keys is taken (spec/entry.md, "Key
+/// events").
+fn key_events_logged(server: &Server, builders: u64) -> u64 {
+    let size = server.metric("reprolog_tree_size").unwrap() as u64;
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
+}
+
 fn build_entries(server: &Server, path: &str) -> Vec<serde_json::Value> {
     let hash_part = &path[11..43];
     let (status, page) = get_json(&format!("{}/api/v1/paths/{hash_part}", server.url));
@@ -169,6 +178,7 @@ fn two_builders_attest_their_builds_and_the_log_tells_reproduced_from_not() {
     let b2 = builder(dir.path(), "builder-2", &server.url);
     write_builders(&data, &[b1.public.clone(), b2.public.clone()]);
     std::thread::sleep(Duration::from_millis(1200)); // the builders file is re-read each second
+    let base = key_events_logged(&server, 2);
 
     let file = derivations(dir.path(), &tag);
     let (paths, _, _) = build(&file, &b1);
@@ -189,7 +199,8 @@ fn two_builders_attest_their_builds_and_the_log_tells_reproduced_from_not() {
             .collect();
         assert_eq!(builders, ["builder-1", "builder-2"], "{path}");
     }
-    server.wait_for_checkpoint(4);
+    // Two paths, each built by both builders, after the key events.
+    server.wait_for_checkpoint(base + 4);
     let policy = dir.path().join("policy");
     std::fs::write(
         &policy,
@@ -241,7 +252,7 @@ fn two_builders_attest_their_builds_and_the_log_tells_reproduced_from_not() {
         "{}",
         String::from_utf8_lossy(&ingest.stderr)
     );
-    server.wait_for_checkpoint(6);
+    server.wait_for_checkpoint(base + 6);
     let compare = |extra: &[&str]| -> serde_json::Value {
         let out = Command::new(workspace_bin("reprolog"))
             .args(["compare", "--json", "--policy", policy.to_str().unwrap()])
