@@ -190,6 +190,15 @@ fn get(url: &str) -> (u16, Option<String>, String) {
     (status, reason, body)
 }
 
+/// The log's size once the server has started: one `key-register` event per key of its
+/// builders file, logged before any submission is taken (spec/entry.md, "Key events"), by
+/// this process or by an earlier one on the same data directory.
+fn key_events_at_start(server: &Server, builders: u64) -> u64 {
+    let size = server.metric("reprolog_tree_size").unwrap() as u64;
+    assert_eq!(size, builders, "one key event per key of the builders file");
+    size
+}
+
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -320,6 +329,8 @@ fn nix_substitutes_through_the_gate_only_what_two_builders_agree_on() {
             "50",
         ],
     );
+    // The first start registered builders 1 and 2; this one finds them in the log.
+    let base = key_events_at_start(&server, 2);
     let c = |p: &Path| format!("file://{}", p.display());
     let ingest = |caches: &[&Path]| {
         let mut args = vec!["ingest".to_owned(), "--log".into(), server.url.clone()];
@@ -388,11 +399,13 @@ fn nix_substitutes_through_the_gate_only_what_two_builders_agree_on() {
         "{info}"
     );
 
-    // Until the witness has cosigned all 11 entries the gate proves against less.
+    // Until the witness has cosigned all 11 entries (after the key events) the gate proves
+    // against less.
+    let ingested = base + 11;
     wait_until(
-        "a cosigned checkpoint of 11 entries at the gate",
+        &format!("a cosigned checkpoint of {ingested} entries at the gate"),
         Duration::from_secs(20),
-        || gate.decision(&dep).1["checkpoint_size"] == 11,
+        || gate.decision(&dep).1["checkpoint_size"] == ingested,
     );
 
     // Agreed: copied, and Nix accepts the gate's signature (and nothing else: the builders'
@@ -508,12 +521,18 @@ fn nix_substitutes_through_the_gate_only_what_two_builders_agree_on() {
     let c3 = d.join("cache3");
     copy_signed(&c3, &b3_sec, &[&solo]);
     std::thread::sleep(Duration::from_millis(300));
+    // The reloaded builders file logged builder 3's registration.
+    assert_eq!(
+        server.metric("reprolog_tree_size"),
+        Some((ingested + 1) as f64)
+    );
     let out = ingest(&[&c3]);
     assert!(show(&out).contains("logged 1,"), "{}", show(&out));
+    let size = ingested + 2;
     wait_until(
-        "a cosigned checkpoint of 12 entries at the gate",
+        &format!("a cosigned checkpoint of {size} entries at the gate"),
         Duration::from_secs(20),
-        || gate.decision(&solo).1["checkpoint_size"] == 12,
+        || gate.decision(&solo).1["checkpoint_size"] == size,
     );
     let (_, decision) = gate.decision(&solo);
     assert_eq!(decision["allowed"], true, "{decision}");
@@ -589,7 +608,9 @@ fn nix_substitutes_through_the_gate_only_what_two_builders_agree_on() {
         assert_eq!(status, 404, "{path} served after a fork");
         let header = header.unwrap();
         assert!(
-            header.starts_with("fork: the log forked: its checkpoint of size 12 has another root"),
+            header.starts_with(&format!(
+                "fork: the log forked: its checkpoint of size {size} has another root"
+            )),
             "{header}"
         );
         assert!(header.contains("removes"), "{header}");
