@@ -54,6 +54,9 @@ struct Setup {
     _dir: tempfile::TempDir,
     home: std::path::PathBuf,
     server: Server,
+    /// The log's size at start: the registrations of the two builders' keys, logged before
+    /// any submission is taken (spec/entry.md, "Key events").
+    key_events: u64,
     b1: NixSecretKey,
     b2: NixSecretKey,
     stranger: NixSecretKey,
@@ -73,6 +76,8 @@ fn setup() -> Setup {
         &[b1.public_key().to_string(), b2.public_key().to_string()],
     );
     let server = Server::start(&data, &["--checkpoint-interval-ms", "50"]);
+    let key_events = server.metric("reprolog_tree_size").unwrap() as u64;
+    assert_eq!(key_events, 2, "one key event per key of the builders file");
     // The default policy, where the commands look when given no --policy.
     let config = home.join("config/reprolog");
     std::fs::create_dir_all(&config).unwrap();
@@ -89,6 +94,7 @@ fn setup() -> Setup {
         _dir: dir,
         home,
         server,
+        key_events,
         b1,
         b2,
         stranger: NixSecretKey::from_seed("stranger", [3; 32]),
@@ -99,6 +105,7 @@ fn setup() -> Setup {
 fn every_log_facing_command_speaks_json_with_one_vocabulary_and_exit_codes() {
     let s = setup();
     let home = &s.home;
+    let base = s.key_events;
     // Path 0 reproduced by both builders; path 1 built differently; path 2 by builder-1 only;
     // path 3 signed only by a key the log does not know.
     let one = [
@@ -138,7 +145,7 @@ fn every_log_facing_command_speaks_json_with_one_vocabulary_and_exit_codes() {
     assert!(show(&out).contains(&format!("state: {}", state.display())));
     assert!(state.exists());
     assert!(!home.join("reprolog-ingest.state").exists());
-    s.server.wait_for_checkpoint(5);
+    s.server.wait_for_checkpoint(base + 5);
 
     // compare --json: the four verdict words, and 2 for "unreproduced".
     let paths: Vec<String> = [&one[0], &one[1], &one[2], &two[2]]
@@ -201,17 +208,18 @@ fn every_log_facing_command_speaks_json_with_one_vocabulary_and_exit_codes() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let checkpoint = json(&out);
     assert_eq!(checkpoint["ok"], true);
-    assert_eq!(checkpoint["size"], 5);
+    assert_eq!(checkpoint["size"], base + 5);
     let out = reprolog_in(home, &["log", "info", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(json(&out)["root"], checkpoint["root"]);
 
-    // entry and path: shown only once proven.
-    let out = reprolog_in(home, &["entry", "--json", "1"]);
+    // entry and path: shown only once proven. The second signing entry, after the key events.
+    let index = base + 1;
+    let out = reprolog_in(home, &["entry", "--json", &index.to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let entry = json(&out);
-    assert_eq!(entry["index"], 1);
-    assert_eq!(entry["proven_in"]["checkpoint_size"], 5);
+    assert_eq!(entry["index"], index);
+    assert_eq!(entry["proven_in"]["checkpoint_size"], base + 5);
     let out = reprolog_in(home, &["entry", "99"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let out = reprolog_in(home, &["path", "--json", &paths[1]]);
@@ -232,6 +240,7 @@ fn every_log_facing_command_speaks_json_with_one_vocabulary_and_exit_codes() {
 fn the_monitor_keeps_a_small_state_and_can_fail_on_conflicts() {
     let s = setup();
     let home = &s.home;
+    let base = s.key_events;
     let many: Vec<String> = (0..600)
         .map(|i| synthetic_narinfo(&s.b1, "m", i, 0))
         .collect();
@@ -239,11 +248,12 @@ fn the_monitor_keeps_a_small_state_and_can_fail_on_conflicts() {
     let log = s.server.url.as_str();
     let out = reprolog_in(home, &["ingest", "--log", log, &c1]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    s.server.wait_for_checkpoint(600);
+    s.server.wait_for_checkpoint(base + 600);
 
+    // Every entry of the log is checked, the key events too.
     let out = reprolog_in(home, &["monitor", "--once", "--json", "--fail-on-conflict"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert_eq!(json(&out)["new_entries"], 600);
+    assert_eq!(json(&out)["new_entries"], base + 600);
     let state_dir = home.join("state/reprolog");
     let state = std::fs::read_dir(&state_dir)
         .unwrap()
@@ -264,14 +274,14 @@ fn the_monitor_keeps_a_small_state_and_can_fail_on_conflicts() {
     let c2 = cache(&home.join("c2"), &[synthetic_narinfo(&s.b2, "m", 7, 1)]);
     let out = reprolog_in(home, &["ingest", "--log", log, &c2]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    s.server.wait_for_checkpoint(601);
+    s.server.wait_for_checkpoint(base + 601);
     let out = reprolog_in(home, &["monitor", "--once", "--json", "--fail-on-conflict"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let report = json(&out);
     let conflict = &report["conflicts"][0];
-    assert_eq!(conflict["index"], 600);
+    assert_eq!(conflict["index"], base + 600);
     assert_eq!(conflict["store_path"], store_path(&many[7]).as_str());
-    assert!(conflict["other_index"].as_u64().unwrap() < 600);
+    assert!(conflict["other_index"].as_u64().unwrap() < base + 600);
     assert_eq!(conflict["builder"], "builder-2 (signed)");
     assert_eq!(conflict["other_builder"], "builder-1 (signed)");
     assert!(std::fs::metadata(&state).unwrap().len() < 1024);
@@ -326,6 +336,7 @@ fn errors_say_what_to_do_once_and_an_unreachable_log_stops_ingest_fast() {
 fn decide_gives_the_gates_verdict_from_proven_claims() {
     let s = setup();
     let home = &s.home;
+    let base = s.key_events;
     let one = [
         synthetic_narinfo(&s.b1, "d", 0, 0),
         synthetic_narinfo(&s.b1, "d", 1, 0),
@@ -338,7 +349,7 @@ fn decide_gives_the_gates_verdict_from_proven_claims() {
     let (c1, c2) = (cache(&home.join("c1"), &one), cache(&home.join("c2"), &two));
     let out = reprolog_in(home, &["ingest", "--log", &s.server.url, &c1, &c2]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    s.server.wait_for_checkpoint(5);
+    s.server.wait_for_checkpoint(base + 5);
     let trust = home.join("trust");
     std::fs::write(
         &trust,
@@ -383,7 +394,7 @@ fn decide_gives_the_gates_verdict_from_proven_claims() {
     let claim = &decisions[0]["claim"];
     let info = NarInfo::parse(&one[0]).unwrap();
     assert_eq!(claim["nar_hash"], info.nar_hash.to_nix32().as_str());
-    assert_eq!(decisions[0]["checkpoint_size"], 5);
+    assert_eq!(decisions[0]["checkpoint_size"], base + 5);
 
     // A malformed trust file names its line.
     std::fs::write(home.join("bad-trust"), "quorum two\n").unwrap();
