@@ -73,6 +73,8 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
         "LoggedEntry",
         "PathPage",
         "BuildersAnswer",
+        "KeyEventPage",
+        "KeyEventAnswer",
     ] {
         let examples = blocks(&text, &format!("json {type_name}"));
         assert!(!examples.is_empty(), "no example of {type_name}");
@@ -95,12 +97,28 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
                     let page = round_trip::<PathPage>(example);
                     assert_eq!(page.check_follows(None), Ok(()));
                 }
-                "BuildersAnswer" => drop(round_trip::<BuildersAnswer>(example)),
+                "BuildersAnswer" => {
+                    let b = round_trip::<BuildersAnswer>(example);
+                    // Only a key that serves a builder may sign.
+                    for key in &b.builders {
+                        assert_eq!(key.active, key.status.starts_with("valid for"), "{key:?}");
+                    }
+                }
+                "KeyEventPage" => check_key_event_page(&round_trip::<KeyEventPage>(example)),
+                "KeyEventAnswer" => drop(round_trip::<KeyEventAnswer>(example)),
                 _ => unreachable!(),
             }
         }
         seen.insert(type_name);
     }
+    // The rotation refusal it quotes is the registry's own words.
+    let reused = reprolog_verifier::registry::RegistryError::KeyReused(
+        "cache.example.org-2:gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=".into(),
+    );
+    assert!(
+        text.contains(&format!("{{\"error\": \"{reused}\"}}")),
+        "spec/api.md should quote: {reused}"
+    );
     // No JSON example goes unchecked.
     let all = text.matches("```json").count();
     let typed: usize = seen
@@ -111,6 +129,38 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
         all, typed,
         "every ```json block in spec/api.md names its type"
     );
+}
+
+/// The log of the key event vectors (spec/entry.md, "Key events"): `example.org/log`, seed 32
+/// bytes of 0x09.
+fn vector_log_key() -> reprolog_verifier::note::VerifierKey {
+    reprolog_verifier::note::SignerKey::from_seed("example.org/log", [9; 32])
+        .unwrap()
+        .verifier_key()
+}
+
+/// A page of real key events: each is what its own bytes say, a key event with none of a
+/// signing event's fields, and the page's history applies, in order, to an empty registry of
+/// the log its `log_key` names.
+fn check_key_event_page(page: &reprolog_verifier::api::KeyEventPage) {
+    use reprolog_verifier::api::LoggedEntry;
+    use reprolog_verifier::entry::LogEntry;
+    use reprolog_verifier::registry::KeyRegistry;
+    assert_eq!(page.check_follows(None), Ok(()));
+    let log_key = vector_log_key();
+    assert_eq!(page.log_key.as_deref(), Some(log_key.to_string().as_str()));
+    let mut registry = KeyRegistry::new(log_key);
+    for e in &page.events {
+        assert_eq!(LoggedEntry::new(e.index, e.entry.as_bytes()).unwrap(), *e);
+        assert!(e.kind.starts_with("key-"), "{e:?}");
+        assert!(e.store_path.is_empty() && e.nar_hash.is_empty() && e.signature.is_empty());
+        let LogEntry::Key(event) = LogEntry::decode(e.entry.as_bytes()).unwrap() else {
+            panic!("entry {} is not a key event", e.index);
+        };
+        registry
+            .apply(e.index, &event)
+            .unwrap_or_else(|err| panic!("key event {}: {err}", e.index));
+    }
 }
 
 #[test]
