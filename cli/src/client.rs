@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reprolog_verifier::api::{
     decode_proof, AttestationsAnswer, BuildersAnswer, ConsistencyProof, InclusionProof,
-    LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX,
+    KeyEventAnswer, KeyEventPage, LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX,
 };
 use reprolog_verifier::dsse::Envelope;
 use reprolog_verifier::merkle::Hash;
@@ -214,6 +214,50 @@ impl LogClient {
                 Some(next) => after = Some(next),
             }
         }
+    }
+
+    /// Calls `each` with every key event of the log that its published checkpoint covers, in
+    /// index order, following the pages; returns the log's verifier key as the log serves it.
+    /// The events are unverified.
+    pub fn for_each_key_event<E: From<ClientError>>(
+        &self,
+        mut each: impl FnMut(LoggedEntry) -> Result<(), E>,
+    ) -> Result<Option<String>, E> {
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                None => format!("/api/v1/keys?limit={PATH_PAGE_MAX}"),
+                Some(a) => format!("/api/v1/keys?limit={PATH_PAGE_MAX}&after={a}"),
+            };
+            let page: KeyEventPage = self.get_typed(&path)?;
+            page.check_follows(after)
+                .map_err(|e| ClientError::BadResponse {
+                    url: format!("{}{path}", self.base),
+                    message: e.to_string(),
+                })?;
+            for event in page.events {
+                each(event)?;
+            }
+            match page.next {
+                None => return Ok(page.log_key),
+                Some(next) => after = Some(next),
+            }
+        }
+    }
+
+    /// Submits one key event (its entry text) and returns the server's answer.
+    pub fn submit_key_event(&self, entry: &[u8]) -> Result<KeyEventAnswer, ClientError> {
+        let url = format!("{}/api/v1/keys", self.base);
+        let result = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "text/plain")
+            .send_bytes(entry);
+        let body = self.read(&url, result)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            url,
+            message: e.to_string(),
+        })
     }
 
     /// A consistency proof, unverified.

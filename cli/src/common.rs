@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::entry::Entry;
+use reprolog_verifier::entry::{Entry, LogEntry};
 use reprolog_verifier::merkle::{self, CompactRange};
 use reprolog_verifier::nix::NarInfo;
+use reprolog_verifier::note::VerifierKey;
 use reprolog_verifier::policy::{Policy, TrustedCheckpoint};
+use reprolog_verifier::registry::KeyRegistry;
 use reprolog_verifier::tiles::{decode_bundle, TileKind, TilePath, TILE_WIDTH};
 
 /// narinfo files are small; anything larger is not one.
@@ -171,20 +173,7 @@ pub fn prove_entry(
     entry
         .verify_signature()
         .with_context(|| format!("entry {index}: the builder signature does not verify"))?;
-    let proof = client.inclusion_proof(index, checkpoint.size)?;
-    merkle::verify_inclusion(
-        &proof,
-        index,
-        checkpoint.size,
-        &merkle::leaf_hash(bytes),
-        &checkpoint.root,
-    )
-    .with_context(|| {
-        format!(
-            "entry {index} is not proven in checkpoint {}",
-            checkpoint.size
-        )
-    })?;
+    prove_inclusion(client, checkpoint, index, bytes)?;
     Ok(entry)
 }
 
@@ -199,13 +188,85 @@ pub fn trusted_checkpoint(client: &LogClient, policy: &Policy) -> Result<Trusted
     })
 }
 
+/// The log's key registry as of `checkpoint`, recomputed from its key events, each proven in
+/// the checkpoint and applied by the rules of `spec/entry.md`. `log_key` is the log's key from
+/// the policy; without one, the key the log serves is taken, as the checkpoint is.
+pub fn proven_registry(
+    client: &LogClient,
+    checkpoint: &Checkpoint,
+    log_key: Option<&VerifierKey>,
+) -> Result<KeyRegistry> {
+    let mut events = Vec::new();
+    let served = client.for_each_key_event(|e| -> Result<()> {
+        if e.index < checkpoint.size {
+            events.push(e);
+        }
+        Ok(())
+    })?;
+    let log_key = match (log_key, served) {
+        (Some(k), _) => k.clone(),
+        (None, Some(k)) => VerifierKey::parse(&k).context("the log's key, as served")?,
+        (None, None) => bail!("the log serves no key, and no policy names it"),
+    };
+    let mut registry = KeyRegistry::new(log_key);
+    for e in events {
+        let bytes = e.entry.as_bytes();
+        let LogEntry::Key(event) = LogEntry::decode(bytes)
+            .with_context(|| format!("key event {} is malformed", e.index))?
+        else {
+            bail!(
+                "the log listed entry {} as a key event, but it is not one",
+                e.index
+            );
+        };
+        prove_inclusion(client, checkpoint, e.index, bytes)?;
+        registry
+            .apply(e.index, &event)
+            .with_context(|| format!("INVALID KEY EVENT at index {}", e.index))?;
+    }
+    Ok(registry)
+}
+
+/// The log's key, from the policy's log of the checkpoint's origin.
+pub fn policy_log_key<'a>(policy: Option<&'a Policy>, origin: &str) -> Option<&'a VerifierKey> {
+    policy?
+        .logs
+        .iter()
+        .map(|l| &l.key)
+        .find(|k| k.name() == origin)
+}
+
+/// Verifies entry `index`'s inclusion proof in `checkpoint`.
+fn prove_inclusion(
+    client: &LogClient,
+    checkpoint: &Checkpoint,
+    index: u64,
+    bytes: &[u8],
+) -> Result<()> {
+    let proof = client.inclusion_proof(index, checkpoint.size)?;
+    merkle::verify_inclusion(
+        &proof,
+        index,
+        checkpoint.size,
+        &merkle::leaf_hash(bytes),
+        &checkpoint.root,
+    )
+    .with_context(|| {
+        format!(
+            "entry {index} is not proven in checkpoint {}",
+            checkpoint.size
+        )
+    })
+}
+
 /// Reads entries `from..to` through C2SP entry bundles, checking each decodes, verifying each
-/// builder signature, and appending each leaf to `range` (which must be at `from`).
+/// signing event's builder signature (key events are checked by the registry they apply to),
+/// and appending each leaf to `range` (which must be at `from`).
 pub fn read_entries(
     client: &LogClient,
     range: &mut CompactRange,
     to: u64,
-    mut each: impl FnMut(u64, &Entry, &[u8]),
+    mut each: impl FnMut(u64, &LogEntry, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let from = range.size();
     let mut index = from;
@@ -229,12 +290,15 @@ pub fn read_entries(
             if n < index {
                 continue;
             }
-            let entry = Entry::decode(bytes).with_context(|| format!("entry {n} is malformed"))?;
-            entry
-                .verify_signature()
-                .with_context(|| format!("entry {n}: the builder signature does not verify"))?;
+            let entry =
+                LogEntry::decode(bytes).with_context(|| format!("entry {n} is malformed"))?;
+            if let LogEntry::Signing(signing) = &entry {
+                signing
+                    .verify_signature()
+                    .with_context(|| format!("entry {n}: the builder signature does not verify"))?;
+            }
             range.push(merkle::leaf_hash(bytes));
-            each(n, &entry, bytes);
+            each(n, &entry, bytes)?;
             index = n + 1;
         }
     }

@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use crate::client::LogClient;
 use anyhow::{bail, Context, Result};
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::compare::{Claim, PathVerdict, Summary};
-use reprolog_verifier::entry::{Entry, EntryKind};
+use reprolog_verifier::compare::{Claim, PathVerdict, Summary, VoidClaim};
+use reprolog_verifier::entry::{Entry, LogEntry};
 use reprolog_verifier::merkle::CompactRange;
 use reprolog_verifier::nix::nix32;
 use reprolog_verifier::note::Note;
 use reprolog_verifier::text::printable;
 use serde::Serialize;
 
-use crate::common::{load_policy, prove_entry, read_entries, trusted_checkpoint};
+use crate::common::{
+    load_policy, policy_log_key, prove_entry, proven_registry, read_entries, trusted_checkpoint,
+};
 
 pub struct CompareArgs {
     pub log: Option<String>,
@@ -63,27 +65,37 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             .as_ref()
             .is_none_or(|b| b.iter().any(|n| n == builder))
     };
-    let mut by_path: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
+    // Builders are identities, and each signature is judged by the registry as of its index.
+    let registry = proven_registry(&client, &cp, policy_log_key(policy.as_ref(), &cp.origin))?;
+    let mut by_path: BTreeMap<String, (Vec<Claim>, Vec<VoidClaim>)> = BTreeMap::new();
     let mut seen_builders: BTreeSet<String> = BTreeSet::new();
     let mut add = |entry: &Entry, index: u64| {
-        seen_builders.insert(entry.builder.name.clone());
-        if wanted(&entry.builder.name) && (!args.require_built || entry.kind == EntryKind::Build) {
-            by_path
-                .entry(entry.store_path.to_string())
-                .or_default()
-                .push(Claim {
-                    builder: entry.builder.name.clone(),
-                    nar_hash: entry.nar_hash.to_nix32(),
-                    index,
-                    kind: entry.kind.as_str().to_owned(),
-                });
+        let (claims, void) = by_path.entry(entry.store_path.to_string()).or_default();
+        let kind = entry.kind.as_str();
+        match Claim::judge(
+            &registry,
+            &entry.builder,
+            entry.nar_hash.to_nix32(),
+            kind,
+            index,
+        ) {
+            Ok(claim) => {
+                seen_builders.insert(claim.builder.clone());
+                if wanted(&claim.builder) && (!args.require_built || claim.built()) {
+                    claims.push(claim);
+                }
+            }
+            Err(v) => void.push(v),
         }
     };
     if args.all {
         // Reading every entry and rebuilding the root proves each of them at once.
         let mut range = CompactRange::new();
         read_entries(&client, &mut range, cp.size, |index, entry, _| {
-            add(entry, index)
+            if let LogEntry::Signing(entry) = entry {
+                add(entry, index);
+            }
+            Ok(())
         })?;
         if range.root() != cp.root {
             bail!(
@@ -116,14 +128,15 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         let unknown: Vec<&String> = names
             .iter()
             .filter(|n| {
-                !seen_builders.contains(*n) && !registered.builders.iter().any(|b| &b.name == *n)
+                !seen_builders.contains(*n)
+                    && !registered.builders.iter().any(|b| &b.identity == *n)
             })
             .collect();
         if !unknown.is_empty() {
-            let known: Vec<&str> = registered
+            let known: BTreeSet<&str> = registered
                 .builders
                 .iter()
-                .map(|b| b.name.as_str())
+                .map(|b| b.identity.as_str())
                 .collect();
             bail!(
                 "no builder named {} is registered with the log or signed what was read \
@@ -136,14 +149,14 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 if known.is_empty() {
                     "none".into()
                 } else {
-                    known.join(", ")
+                    known.into_iter().collect::<Vec<_>>().join(", ")
                 }
             );
         }
     }
     let mut verdicts: Vec<PathVerdict> = by_path
         .into_iter()
-        .map(|(path, claims)| PathVerdict::new(path, claims))
+        .map(|(path, (claims, void))| PathVerdict::with_void(path, claims, void))
         .collect();
     // A named path with no claim (by the builders asked for) is said, never left out.
     for path in &args.paths {
@@ -181,9 +194,19 @@ fn report(verdicts: &[PathVerdict], size: u64, json: bool) -> Result<i32> {
             println!("{}: {}", v.store_path, v.verdict);
             for c in &v.claims {
                 let how = if c.built() { "built" } else { "signed" };
+                let key = c
+                    .key
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(", key {k}"));
                 println!(
-                    "  {:<24} {how:<6} {}  (entry {})",
+                    "  {:<24} {how:<6} {}  (entry {}{key})",
                     c.builder, c.nar_hash, c.index
+                );
+            }
+            for c in &v.void {
+                println!(
+                    "  VOID {:<19} {}  (entry {}): {}",
+                    c.key, c.nar_hash, c.index, c.reason
                 );
             }
             for b in &v.inconsistent_builders {

@@ -3,15 +3,19 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use reprolog_verifier::api::LoggedEntry;
 use reprolog_verifier::compare::{Claim, PathVerdict, Verdict};
+use reprolog_verifier::nix::NixPublicKey;
 use reprolog_verifier::policy::TrustedCheckpoint;
 use reprolog_verifier::text::printable;
 use serde::Serialize;
 
 use crate::client::LogClient;
-use crate::common::{cosigners, load_policy, log_client, prove_entry, trusted_checkpoint};
+use crate::common::{
+    cosigners, load_policy, log_client, policy_log_key, prove_entry, proven_registry,
+    trusted_checkpoint,
+};
 use crate::compare::{hash_part_of, EXIT_NOT_LOGGED};
 
 /// The checkpoint every proof of a look-up is against.
@@ -102,7 +106,12 @@ pub fn path(policy: &Path, log: Option<&str>, store_path: &str, json: bool) -> R
     let client = log_client(log, Some(&policy))?;
     let trusted = trusted_checkpoint(&client, &policy)?;
     let hash_part = hash_part_of(store_path)?;
-    let (mut claims, mut name) = (Vec::new(), None);
+    let registry = proven_registry(
+        &client,
+        &trusted.checkpoint,
+        policy_log_key(Some(&policy), &trusted.checkpoint.origin),
+    )?;
+    let (mut claims, mut void, mut name) = (Vec::new(), Vec::new(), None);
     client.for_each_path_event(hash_part, |shown| -> Result<()> {
         if shown.index >= trusted.checkpoint.size {
             return Ok(()); // not in the checkpoint yet: nothing to prove it with
@@ -130,16 +139,16 @@ pub fn path(policy: &Path, log: Option<&str>, store_path: &str, json: bool) -> R
             );
         }
         name.get_or_insert_with(|| event.store_path.clone());
-        claims.push(Claim {
-            builder: builder_name(&event.builder).to_owned(),
-            nar_hash: event.nar_hash,
-            index: event.index,
-            kind: event.kind,
-        });
+        let key = NixPublicKey::parse(&event.builder)
+            .with_context(|| format!("entry {}: its builder key", event.index))?;
+        match Claim::judge(&registry, &key, event.nar_hash, &event.kind, event.index) {
+            Ok(claim) => claims.push(claim),
+            Err(v) => void.push(v),
+        }
         Ok(())
     })?;
     let name = name.unwrap_or_else(|| printable(store_path).into_owned());
-    let verdict = PathVerdict::new(name, claims);
+    let verdict = PathVerdict::with_void(name, claims, void);
     let not_logged = verdict.verdict == Verdict::NotLogged;
     let events = verdict.claims.len();
     if json {

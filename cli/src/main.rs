@@ -9,6 +9,7 @@ mod compare;
 mod decide;
 mod hook;
 mod ingest;
+mod keys;
 mod lookup;
 mod monitor;
 mod verify;
@@ -210,6 +211,10 @@ enum Command {
     /// Look-ups in the log, each proven against a checkpoint the policy trusts.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Rotate or revoke a builder key, and show the log's key history (spec/entry.md, "Key
+    /// events"). Every result is proven from the log.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show one entry of the log, proven.
     #[command(
         after_help = "Example:\n  reprolog entry --policy policy 41\n\nExit codes: 0 \
@@ -242,6 +247,68 @@ enum Command {
     /// from --help.
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Replace a builder's key: the new key continues the old key's builder identity, and
+    /// the old key signs no more. Signed by both keys.
+    #[command(
+        after_help = "Example:\n  reprolog keys rotate --policy policy --old cache-1.sec \
+        --new cache-2.sec\n\nThen re-sign what the old key signed with the new one \
+        (nix store sign -k cache-2.sec) and ingest it: the log counts it as the same builder.\n\n\
+        Exit codes: 0 rotated and proven; 1 refused by the log, not proven, or an error."
+    )]
+    Rotate {
+        #[command(flatten)]
+        trust: Trust,
+        /// The key being retired (a Nix secret key file, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        old: PathBuf,
+        /// Its successor (a Nix secret key file, mode 0600), new to the log.
+        #[arg(long, value_name = "FILE")]
+        new: PathBuf,
+    },
+    /// Revoke a key as of an index: its signatures logged there or later are void, those
+    /// before keep their value.
+    #[command(
+        after_help = "Examples:\n  reprolog keys revoke --policy policy --key-file stolen.sec \
+        --as-of 1234\n  reprolog keys revoke --policy policy --key-file DATA/log.key \
+        --key 'cache-3:BASE64' --as-of 1234   (the operator, for a key whose holder lost it)\n\n\
+        Exit codes: 0 revoked and proven; 1 refused by the log, not proven, or an error."
+    )]
+    Revoke {
+        #[command(flatten)]
+        trust: Trust,
+        /// The key to revoke (a Nix secret key file), or the log's own key file for the
+        /// operator's revocation of the key named by --key. Mode 0600.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// With the log's key file: the key to revoke, `name:base64`.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// The first index whose signatures by the key are void.
+        #[arg(long, value_name = "INDEX")]
+        as_of: Option<u64>,
+        /// A time (RFC 3339) mapped to an index through the log's signed checkpoints, where
+        /// the log serves them.
+        #[arg(long, value_name = "TIME")]
+        as_of_time: Option<String>,
+    },
+    /// Every key event of the log, proven, and each key's status now.
+    #[command(
+        after_help = "Example:\n  reprolog keys history --policy policy cache.example.org-1\n\n\
+        Exit codes: 0 shown and proven; 1 a key event does not apply, is not proven, or an error."
+    )]
+    History {
+        #[command(flatten)]
+        trust: Trust,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only events about keys of this name, or of this builder.
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -600,6 +667,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 common::log_client(trust.log.as_deref(), Some(&common::load_policy(&policy)?))?;
             verify_checkpoint(&policy, &client.checkpoint()?, json)
         }
+        Command::Keys(KeysCommand::Rotate { trust, old, new }) => Ok(code(keys::rotate(
+            &common::policy_file(trust.policy)?,
+            trust.log.as_deref(),
+            &old,
+            &new,
+        )?)),
+        Command::Keys(KeysCommand::Revoke {
+            trust,
+            key_file,
+            key,
+            as_of,
+            as_of_time,
+        }) => Ok(code(keys::revoke(
+            &common::policy_file(trust.policy)?,
+            trust.log.as_deref(),
+            keys::Revoking::from_files(&key_file, key.as_deref())?,
+            as_of,
+            as_of_time.as_deref(),
+        )?)),
+        Command::Keys(KeysCommand::History { trust, json, name }) => Ok(code(keys::history(
+            &common::policy_file(trust.policy)?,
+            trust.log.as_deref(),
+            name.as_deref(),
+            json,
+        )?)),
         Command::Entry { trust, json, index } => Ok(code(lookup::entry(
             &common::policy_file(trust.policy)?,
             trust.log.as_deref(),

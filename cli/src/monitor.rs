@@ -1,9 +1,13 @@
 //! `reprolog monitor`: follow the whole log through its tiles and check everything: the
 //! checkpoint against the policy, consistency with the last checkpoint seen, every entry's
-//! builder signature, and the tree hash. It reports new entries and conflicting NAR hashes.
+//! builder signature, the tree hash, and the key registry: every key event must apply by the
+//! rules of `spec/entry.md`, and every signing event must be by a key that could sign at its
+//! index. It reports new entries, the registry, and conflicting NAR hashes between builder
+//! identities.
 //!
 //! Its state is what it needs to detect a fork: the origin, the size and the tree's right
-//! edge (at most 64 hashes), whatever the log's size. Conflicts of a new entry with earlier
+//! edge (at most 64 hashes), whatever the log's size; and the key events read so far (few),
+//! to recompute the registry. Conflicts of a new entry with earlier
 //! ones are found by looking its path up in the log, once per path per check, and an earlier
 //! entry is reported only once proven in the checkpoint.
 
@@ -17,13 +21,15 @@ use reprolog_verifier::merkle::{self, CompactRange, Hash};
 use serde::{Deserialize, Serialize};
 
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::entry::{Entry, EntryKind};
+use reprolog_verifier::entry::{Entry, EntryKind, LogEntry};
 use reprolog_verifier::nix::StorePath;
 use reprolog_verifier::policy::Policy;
+use reprolog_verifier::registry::KeyRegistry;
 
 use crate::client::LogClient;
 use crate::common::{
-    cosigners, load_policy, log_client, read_entries, state_file, trusted_checkpoint,
+    cosigners, load_policy, log_client, policy_log_key, read_entries, state_file,
+    trusted_checkpoint,
 };
 
 pub struct MonitorArgs {
@@ -36,14 +42,27 @@ pub struct MonitorArgs {
     pub json: bool,
 }
 
-/// Who claimed, and how: `name (built)` for a build attestation, `name (signed)` for a cache
-/// signature.
-fn claimant(entry: &Entry) -> String {
+/// Who claimed, and how: `builder (built)` for a build attestation, `builder (signed)` for
+/// a cache signature; `None` for a signature that does not count (its key could not sign at
+/// `index`, by the registry as of it).
+fn claimant(registry: &KeyRegistry, entry: &Entry, index: u64) -> Option<String> {
+    let identity = registry
+        .status(&entry.builder, index)
+        .identity()?
+        .to_owned();
     let how = match entry.kind {
         EntryKind::Build => "built",
         EntryKind::CacheSignature => "signed",
     };
-    format!("{} ({how})", entry.builder.name)
+    Some(format!("{identity} ({how})"))
+}
+
+/// One key of the registry as the monitor recomputed it.
+#[derive(Serialize)]
+struct KeyReport {
+    key: String,
+    identity: String,
+    status: String,
 }
 
 /// A new entry whose NAR hash differs from another entry's for the same store path.
@@ -66,6 +85,8 @@ struct CheckReport {
     new_entries: u64,
     cosigned_by: Vec<String>,
     conflicts: Vec<Conflict>,
+    /// Every key the log has registered, recomputed from its key events.
+    keys: Vec<KeyReport>,
 }
 
 /// What the monitor remembers between runs.
@@ -75,6 +96,10 @@ struct State {
     size: u64,
     /// The right edge of the tree (`CompactRange`), base64.
     edge: Vec<String>,
+    /// The key events read so far, by index, as entry text: the registry is replayed from
+    /// them.
+    #[serde(default)]
+    key_events: Vec<(u64, String)>,
 }
 
 fn decode_edge(state: &State) -> Result<CompactRange> {
@@ -131,6 +156,12 @@ pub fn run(args: MonitorArgs) -> Result<i32> {
                 report.new_entries,
                 cosigners(&report.cosigned_by)
             );
+            let signing = report.keys.iter().filter(|k| k.status.starts_with("valid"));
+            println!(
+                "  registry: {} keys, {} may sign",
+                report.keys.len(),
+                signing.count()
+            );
             for c in &report.conflicts {
                 println!(
                     "  conflict at entry {}: {} is {} by {} but {} by {} (entry {})",
@@ -159,6 +190,7 @@ pub fn run(args: MonitorArgs) -> Result<i32> {
 fn conflicts(
     client: &LogClient,
     checkpoint: &Checkpoint,
+    registry: &KeyRegistry,
     from: u64,
     new: BTreeMap<String, Vec<(u64, String, String)>>,
 ) -> Result<Vec<Conflict>> {
@@ -182,7 +214,9 @@ fn conflicts(
                         e.index
                     );
                 }
-                earlier.push((e.index, entry.nar_hash.to_nix32(), claimant(&entry)));
+                if let Some(who) = claimant(registry, &entry, e.index) {
+                    earlier.push((e.index, entry.nar_hash.to_nix32(), who));
+                }
                 Ok(())
             })?;
         }
@@ -251,14 +285,49 @@ fn step(client: &LogClient, policy: &Policy, state: &mut State) -> Result<CheckR
             },
         )?;
     }
+    let log_key = policy_log_key(Some(policy), &cp.origin)
+        .with_context(|| format!("the policy names no key for the log {}", cp.origin))?;
+    // The registry as of the last check, from the key events read then.
+    let mut registry = KeyRegistry::new(log_key.clone());
+    for (index, text) in &state.key_events {
+        let LogEntry::Key(event) = LogEntry::decode(text.as_bytes())
+            .with_context(|| format!("state: key event {index}"))?
+        else {
+            bail!("state: entry {index} is not a key event");
+        };
+        registry
+            .apply(*index, &event)
+            .with_context(|| format!("state: key event {index}"))?;
+    }
     let mut new_entries = 0u64;
+    let mut key_events = Vec::new();
     let mut by_path: BTreeMap<String, Vec<(u64, String, String)>> = BTreeMap::new();
-    read_entries(client, &mut range, cp.size, |index, entry, _| {
+    read_entries(client, &mut range, cp.size, |index, entry, bytes| {
         new_entries += 1;
-        by_path
-            .entry(entry.store_path.to_string())
-            .or_default()
-            .push((index, entry.nar_hash.to_nix32(), claimant(entry)));
+        match entry {
+            LogEntry::Key(event) => {
+                registry
+                    .apply(index, event)
+                    .with_context(|| format!("INVALID KEY EVENT at index {index}"))?;
+                key_events.push((index, String::from_utf8_lossy(bytes).into_owned()));
+            }
+            LogEntry::Signing(entry) => {
+                // At its index, before any later revocation, the key must have been able to
+                // sign: the log takes nothing else.
+                let Some(who) = claimant(&registry, entry, index) else {
+                    bail!(
+                        "UNREGISTERED KEY: entry {index} is signed by {}, which is {}",
+                        entry.builder.name,
+                        registry.status(&entry.builder, index)
+                    );
+                };
+                by_path
+                    .entry(entry.store_path.to_string())
+                    .or_default()
+                    .push((index, entry.nar_hash.to_nix32(), who));
+            }
+        }
+        Ok(())
     })
     .context("INVALID ENTRY")?;
     if range.root() != cp.root {
@@ -267,7 +336,8 @@ fn step(client: &LogClient, policy: &Policy, state: &mut State) -> Result<CheckR
             cp.size
         );
     }
-    let conflicts = conflicts(client, cp, state.size, by_path)?;
+    let conflicts = conflicts(client, cp, &registry, state.size, by_path)?;
+    state.key_events.extend(key_events);
     state.origin = cp.origin.clone();
     state.size = cp.size;
     state.edge = range.hashes().iter().map(|h| B64.encode(h)).collect();
@@ -277,5 +347,13 @@ fn step(client: &LogClient, policy: &Policy, state: &mut State) -> Result<CheckR
         new_entries,
         cosigned_by: trusted.cosigned_by.clone(),
         conflicts,
+        keys: registry
+            .records()
+            .map(|r| KeyReport {
+                key: r.key.to_string(),
+                identity: r.identity.clone(),
+                status: r.current_status().to_string(),
+            })
+            .collect(),
     })
 }

@@ -14,7 +14,11 @@ use reprolog_verifier::text::printable;
 use serde::Serialize;
 
 use crate::client::LogClient;
-use crate::common::{cosigners, load_policy, log_client, read_limited, read_narinfo};
+use crate::common::{
+    cosigners, load_policy, log_client, policy_log_key, proven_registry, read_limited,
+    read_narinfo, trusted_checkpoint,
+};
+use reprolog_verifier::registry::KeyRegistry;
 
 /// Checks a receipt offline against a policy and a narinfo; returns the entry and checkpoint.
 pub fn check_receipt(
@@ -84,6 +88,7 @@ const EXIT_NOT_LOGGED: i32 = 3;
 fn check_narinfo(
     client: &LogClient,
     policy: &Policy,
+    registry: &KeyRegistry,
     path: &Path,
     receipts: Option<&Path>,
 ) -> Result<NarinfoVerdict> {
@@ -115,6 +120,15 @@ fn check_narinfo(
         }
         let receipt = client.tlog_proof(index)?;
         match check_receipt(policy, &receipt, &info) {
+            // Logged, but by a key that could not sign at that index (revoked as of it, or
+            // retired before it): it does not count.
+            Ok((entry, _)) if registry.status(&entry.builder, index).identity().is_none() => {
+                verdict.problems.push(format!(
+                    "index {index}: the signature by {} does not count: the key is {}",
+                    entry.builder.name,
+                    registry.status(&entry.builder, index)
+                ))
+            }
             Ok((entry, trusted)) => {
                 verdict.logged.push(ProvenSignature {
                     builder: entry.builder.name.clone(),
@@ -152,12 +166,18 @@ pub fn verify(
 ) -> Result<i32> {
     let policy = load_policy(policy)?;
     let client = log_client(log, Some(&policy))?;
+    let trusted = trusted_checkpoint(&client, &policy)?;
+    let registry = proven_registry(
+        &client,
+        &trusted.checkpoint,
+        policy_log_key(Some(&policy), &trusted.checkpoint.origin),
+    )?;
     if let Some(dir) = receipts {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }
     let mut verdicts = Vec::new();
     for path in narinfos {
-        let v = check_narinfo(&client, &policy, path, receipts)?;
+        let v = check_narinfo(&client, &policy, &registry, path, receipts)?;
         if !json {
             println!("{}: {}", v.file, if v.ok { "ok" } else { "FAILED" });
             if v.verdict == "not-logged" {

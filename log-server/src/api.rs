@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use reprolog_verifier::api::{
     AttestationsAnswer, BuilderInfo, BuildersAnswer, ConsistencyProof, ErrorAnswer, InclusionProof,
-    LoggedEntry, NarinfoResult, PathPage, SignatureStatus, SubmitAnswer, PATH_PAGE_BYTES,
-    PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
+    KeyEventAnswer, KeyEventPage, LoggedEntry, NarinfoResult, PathPage, SignatureStatus,
+    SubmitAnswer, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
 };
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::nix32;
@@ -25,12 +25,15 @@ use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath, TILE_HEIGHT};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::builders::{Builders, Registry};
 use crate::metrics::{Metrics, Rejection};
 use crate::publisher::{Published, SharedCheckpoint};
+use crate::registry::SharedRegistry;
 use crate::sequencer::{Sequenced, Submission};
 use crate::storage::{LogStore, NewEntry, StoreError};
 use crate::submission::{self, Checked, Refusal};
+use reprolog_verifier::entry::LogEntry;
+use reprolog_verifier::key_event::KeyAction;
+use reprolog_verifier::registry::KeyRegistry;
 
 /// The media type of narinfo submissions.
 pub const NARINFO_TYPE: &str = "text/x-nix-narinfo";
@@ -47,7 +50,7 @@ pub const CONCURRENT_PATH_READS: usize = 4;
 
 pub struct AppState<S> {
     pub store: Arc<S>,
-    pub builders: Arc<Builders>,
+    pub registry: Arc<SharedRegistry>,
     pub published: SharedCheckpoint,
     pub sequencer: tokio::sync::mpsc::Sender<Submission>,
     pub metrics: Arc<Metrics>,
@@ -74,6 +77,10 @@ pub fn router<S: LogStore>(state: Shared<S>, body_limit: usize) -> Router {
         .route("/api/v1/entries/{index}/tlog-proof", get(tlog_proof::<S>))
         .route("/api/v1/paths/{hash_part}", get(path_events::<S>))
         .route("/api/v1/builders", get(builders::<S>))
+        .route(
+            "/api/v1/keys",
+            get(key_events::<S>).post(submit_key_event::<S>),
+        )
         .route("/metrics", get(metrics::<S>))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -225,10 +232,10 @@ async fn submit_attestations<S: LogStore>(
 async fn check_and_sequence<S: LogStore>(
     state: &AppState<S>,
     body: Bytes,
-    check: fn(&[u8], &Registry, &S, &Metrics) -> Result<Checked, Refusal>,
+    check: fn(&[u8], &KeyRegistry, &S, &Metrics) -> Result<Checked, Refusal>,
 ) -> Result<Vec<NarinfoResult>, ApiError> {
     let metrics = Arc::clone(&state.metrics);
-    let registry = state.builders.current();
+    let registry = state.registry.current();
     let store = Arc::clone(&state.store);
     let permit = Arc::clone(&state.verifiers)
         .acquire_owned()
@@ -267,29 +274,129 @@ async fn check_and_sequence<S: LogStore>(
         .into_iter()
         .map(|p| ((p.narinfo, p.signature), p.entry))
         .unzip();
+    let outcomes = sequence(state, new).await?;
+    for ((n, s), outcome) in positions.into_iter().zip(outcomes) {
+        let r = &mut results[n].signatures[s];
+        match outcome {
+            Sequenced::Logged(i) => (r.status, r.index) = (SignatureStatus::Logged, Some(i)),
+            Sequenced::Duplicate(i) => (r.status, r.index) = (SignatureStatus::Duplicate, Some(i)),
+            // The key stopped signing between the check and the sequencer.
+            Sequenced::Refused(why) => (r.status, r.reason) = (SignatureStatus::Ignored, Some(why)),
+        }
+    }
+    Ok(results)
+}
+
+/// Hands entries to the sequencer and waits until they are durable (or refused).
+async fn sequence<S>(
+    state: &AppState<S>,
+    entries: Vec<NewEntry>,
+) -> Result<Vec<Sequenced>, ApiError> {
+    let stopped = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sequencer stopped");
     let (reply, answer) = oneshot::channel();
     state
         .sequencer
         .send(Submission {
-            entries: new,
+            entries,
             reply,
             arrived: Instant::now(),
         })
         .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sequencer stopped"))?;
-    let outcomes = answer
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sequencer stopped"))??;
-    for ((n, s), outcome) in positions.into_iter().zip(outcomes) {
-        let r = &mut results[n].signatures[s];
-        let (status, index) = match outcome {
-            Sequenced::Logged(i) => (SignatureStatus::Logged, i),
-            Sequenced::Duplicate(i) => (SignatureStatus::Duplicate, i),
-        };
-        r.status = status;
-        r.index = Some(index);
+        .map_err(|_| stopped())?;
+    Ok(answer.await.map_err(|_| stopped())??)
+}
+
+// ---- key events ----------------------------------------------------------------------------
+
+/// The media type of key event submissions: the entry's own text.
+pub const KEY_EVENT_TYPE: &str = "text/plain";
+
+/// `POST /api/v1/keys`: a builder's rotation or revocation, or the operator's revocation, as
+/// the entry text it signed. Registrations come only from the builders file.
+async fn submit_key_event<S: LogStore>(
+    State(state): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let _in_flight = InFlight::new(&state.metrics);
+    require_type(&headers, &[KEY_EVENT_TYPE], "a key event")?;
+    let unprocessable = |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why);
+    let event = match LogEntry::decode(&body) {
+        Ok(LogEntry::Key(event)) => event,
+        Ok(LogEntry::Signing(_)) => {
+            return Err(ApiError::bad_request(
+                "a signing event; submit narinfos to /api/v1/narinfo",
+            ))
+        }
+        Err(e) => return Err(ApiError::bad_request(format!("not a key event: {e}"))),
+    };
+    if let KeyAction::Register(_) | KeyAction::Unregister(_) = event.action {
+        return Err(unprocessable(
+            "keys are registered and unregistered by the operator's builders file only".into(),
+        ));
     }
-    Ok(results)
+    // Checked here too so that a forged or misdirected event costs no sequencer time; the
+    // sequencer applies it again at its index.
+    event
+        .verify(state.registry.current().log_key())
+        .map_err(|e| unprocessable(e.to_string()))?;
+    match sequence(&state, vec![NewEntry::key_event(event)])
+        .await?
+        .pop()
+    {
+        Some(Sequenced::Logged(index)) => Ok(Json(KeyEventAnswer {
+            status: SignatureStatus::Logged,
+            index,
+        })
+        .into_response()),
+        Some(Sequenced::Duplicate(index)) => Ok(Json(KeyEventAnswer {
+            status: SignatureStatus::Duplicate,
+            index,
+        })
+        .into_response()),
+        Some(Sequenced::Refused(why)) => Err(unprocessable(why)),
+        None => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the sequencer gave no answer",
+        )),
+    }
+}
+
+/// `GET /api/v1/keys?after=&limit=`: the log's key events, in index order.
+async fn key_events<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(PATH_PAGE_DEFAULT);
+    if !(1..=PATH_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {PATH_PAGE_MAX}"
+        )));
+    }
+    let size = current(&state).checkpoint.size;
+    let log_key = Some(state.registry.current().log_key().to_string());
+    let store = Arc::clone(&state.store);
+    let page = blocking(move || {
+        let (indexes, more) = store.key_events(q.after, limit)?;
+        let mut events = Vec::with_capacity(indexes.len());
+        // Only what the published checkpoint covers, so that every event can be proven.
+        for &i in indexes.iter().filter(|i| **i < size) {
+            if let Some(bytes) = store.entries(i..i + 1)?.pop() {
+                events.push(logged_entry(i, &bytes)?);
+            }
+        }
+        let all_published = indexes.last().is_none_or(|l| *l < size);
+        let next = (more && all_published)
+            .then(|| events.last().map(|e| e.index))
+            .flatten();
+        Ok(KeyEventPage {
+            log_key,
+            events,
+            next,
+        })
+    })
+    .await?;
+    Ok(Json(page).into_response())
 }
 
 // ---- tlog-tiles ----------------------------------------------------------------------------
@@ -555,26 +662,36 @@ async fn builders<S: LogStore>(State(state): State<Shared<S>>) -> Result<Respons
         .await?
         .into_iter()
         .collect();
-    let registry = state.builders.current();
-    let builders = registry
-        .keys
-        .iter()
-        .map(|k| {
-            let key = k.to_string();
+    let registry = state.registry.current();
+    let mut builders: Vec<BuilderInfo> = registry
+        .records()
+        .map(|r| {
+            let key = r.key.to_string();
+            let status = r.current_status();
             BuilderInfo {
-                name: k.name.clone(),
+                name: r.key.name.clone(),
                 entries: counts.get(&key).copied().unwrap_or(0),
+                identity: r.identity.clone(),
+                active: status.identity().is_some(),
+                status: status.to_string(),
                 key,
             }
         })
         .collect();
+    builders.sort_by(|a, b| (&a.identity, &a.name, &a.key).cmp(&(&b.identity, &b.name, &b.key)));
     Ok(Json(BuildersAnswer { builders }).into_response())
 }
 
 async fn metrics<S: LogStore>(State(state): State<Shared<S>>) -> Result<Response, ApiError> {
     let store = Arc::clone(&state.store);
     let disk = blocking(move || Ok(store.disk_bytes()?)).await?;
-    let mut text = state.metrics.render(&state.builders.current());
+    let identities: Vec<String> = state
+        .registry
+        .current()
+        .records()
+        .map(|r| r.identity.clone())
+        .collect();
+    let mut text = state.metrics.render(&identities);
     text.push_str(&format!(
         "# HELP reprolog_store_bytes Bytes the store occupies on disk.\n\
          # TYPE reprolog_store_bytes gauge\nreprolog_store_bytes {disk}\n"

@@ -1,5 +1,8 @@
-//! The registry of builder keys allowed to append: one Nix public key (`name:base64`) a line,
-//! `#` comments. It is re-read when the file changes and on SIGHUP.
+//! The builders file: the operator's list of builder keys allowed to append, one Nix public
+//! key (`name:base64`) a line, `#` comments. It is re-read when the file changes and on
+//! SIGHUP, and reaches the log's registry as key events (`crate::registry`): a key it lists
+//! is registered, a key it no longer lists is unregistered. Keys a builder rotated to are in
+//! the log's registry without being listed here.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +16,9 @@ use reprolog_verifier::locks;
 
 const TEMPLATE: &str = "\
 # Builder keys allowed to append to this log: one Nix public key (name:base64) a line,
-# as `nix key convert-secret-to-public` prints it. Changes apply without a restart.
+# as `nix key convert-secret-to-public` prints it. Changes apply without a restart, as
+# key-register and key-unregister entries in the log. A builder's rotation to a new key
+# needs no change here (see `reprolog keys rotate`).
 ";
 
 #[derive(Default)]
@@ -38,11 +43,6 @@ impl Registry {
             }
         }
         Ok(Registry { keys })
-    }
-
-    /// The registered keys of a name (several during a key rotation).
-    pub fn keys_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a NixPublicKey> {
-        self.keys.iter().filter(move |k| k.name == name)
     }
 }
 

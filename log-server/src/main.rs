@@ -10,6 +10,7 @@ mod builders;
 mod keys;
 mod metrics;
 mod publisher;
+mod registry;
 mod sequencer;
 mod storage;
 mod submission;
@@ -31,6 +32,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
+use reprolog_verifier::note::SignerKey;
 use reprolog_verifier::policy::Policy;
 
 use crate::builders::Builders;
@@ -205,7 +207,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     let published = Arc::new(RwLock::new(Arc::new(published)));
     let (size_tx, size_rx) = watch::channel(size);
-    let sequencer = sequencer::start(Arc::clone(&store), Arc::clone(&metrics), size_tx);
+    let registry = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::task::spawn_blocking(move || registry::replay(&*store, &key))
+            .await?
+            .context("replaying the log's key events")?
+    };
+    let registry = Arc::new(registry::SharedRegistry::new(registry));
+    let sequencer = sequencer::start(
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        size_tx,
+        Arc::clone(&registry),
+    );
+    // The builders file is in the log before the first submission is taken.
+    let changed = registry::sync_builders_file(
+        &builders.current(),
+        &registry,
+        &key,
+        store.size()?,
+        &sequencer,
+    )
+    .await?;
+    if changed > 0 {
+        tracing::info!("logged {changed} key events from the builders file");
+    }
     let (finish_tx, finish_rx) = watch::channel(false);
     let publisher = tokio::spawn(publisher::run(
         Arc::clone(&store),
@@ -220,11 +246,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         finish_rx,
     ));
-    tokio::spawn(watch_builders(Arc::clone(&builders), hangup));
+    tokio::spawn(watch_builders(
+        BuildersSync {
+            builders: Arc::clone(&builders),
+            registry: Arc::clone(&registry),
+            key: key.clone(),
+            store: Arc::clone(&store),
+            sequencer: sequencer.clone(),
+        },
+        hangup,
+    ));
 
     let state = Arc::new(api::AppState {
         store: Arc::clone(&store),
-        builders: Arc::clone(&builders),
+        registry: Arc::clone(&registry),
         published,
         sequencer,
         metrics: Arc::clone(&metrics),
@@ -248,9 +283,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         if created { " (new log)" } else { "" }
     );
     println!(
-        "builders:     {} ({} registered)",
+        "builders:     {} ({} keys may sign)",
         builders_path.display(),
-        builders.current().keys.len()
+        registry.current().active_keys().len()
     );
     println!("entries:      {size}");
     if let Some(w) = &witnesses {
@@ -315,16 +350,45 @@ async fn stopped((mut term, mut int): (Signal, Signal)) {
     }
 }
 
-/// Reloads the builders file when it changes, and on SIGHUP.
-async fn watch_builders(builders: Arc<Builders>, mut hup: Signal) {
+/// What bringing the log's registry in line with the builders file needs.
+struct BuildersSync {
+    builders: Arc<Builders>,
+    registry: Arc<registry::SharedRegistry>,
+    key: SignerKey,
+    store: Arc<EmbeddedStore>,
+    sequencer: tokio::sync::mpsc::Sender<sequencer::Submission>,
+}
+
+/// Reloads the builders file when it changes, and on SIGHUP, and logs the key events that
+/// its changes make.
+async fn watch_builders(sync: BuildersSync, mut hup: Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let result = tokio::select! {
-            _ = hup.recv() => Some(builders.reload()),
-            _ = tick.tick() => builders.reload_if_changed(),
+            _ = hup.recv() => Some(sync.builders.reload()),
+            _ = tick.tick() => sync.builders.reload_if_changed(),
         };
         match result {
-            Some(Ok(n)) => tracing::info!("builders reloaded: {n} registered"),
+            Some(Ok(n)) => {
+                tracing::info!("builders reloaded: {n} keys listed");
+                let logged = match sync.store.size() {
+                    Ok(size) => {
+                        registry::sync_builders_file(
+                            &sync.builders.current(),
+                            &sync.registry,
+                            &sync.key,
+                            size,
+                            &sync.sequencer,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match logged {
+                    Ok(n) => tracing::info!("logged {n} key events from the builders file"),
+                    Err(e) => tracing::error!("logging the builders file's changes: {e:#}"),
+                }
+            }
             Some(Err(e)) => tracing::error!("builders not reloaded, keeping the old list: {e:#}"),
             None => {}
         }

@@ -1,7 +1,8 @@
 //! Prometheus text-format metrics, kept in atomics.
 //!
-//! Labels come only from the operator's files: builder names from the builders file, witness
-//! names from the policy. A name a client sends is never a label, so a client cannot grow the
+//! Labels come only from the operator: builder identities (the names of keys it registered
+//! through the builders file; a rotated key keeps its builder's identity), witness names from
+//! the policy. A name a client sends is never a label, so a client cannot grow the
 //! page or a Prometheus server's series without bound.
 
 use std::collections::HashMap;
@@ -9,7 +10,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::builders::Registry;
 use reprolog_verifier::locks;
 use reprolog_verifier::prometheus::{escape_label, header, Histogram};
 
@@ -157,8 +157,9 @@ impl Metrics {
         counters
     }
 
-    /// The page, with one series per builder name in `registry` and per policy witness.
-    pub fn render(&self, registry: &Registry) -> String {
+    /// The page, with one series per builder identity in `builders` (names the operator
+    /// registered) and per policy witness.
+    pub fn render(&self, builders: &[String]) -> String {
         let mut out = String::new();
         let mut scalar = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(
@@ -228,7 +229,7 @@ impl Metrics {
             "Submission requests answered, whatever the answer.",
             &self.submissions,
         );
-        self.render_builders(&mut out, registry);
+        self.render_builders(&mut out, builders);
         self.render_witnesses(&mut out);
         let name = "reprolog_rejections_total";
         let _ = writeln!(
@@ -263,8 +264,8 @@ impl Metrics {
 }
 
 impl Metrics {
-    fn render_builders(&self, out: &mut String, registry: &Registry) {
-        let mut names: Vec<&str> = registry.keys.iter().map(|k| k.name.as_str()).collect();
+    fn render_builders(&self, out: &mut String, builders: &[String]) {
+        let mut names: Vec<&str> = builders.iter().map(String::as_str).collect();
         names.sort_unstable();
         names.dedup();
         let counters: Vec<Option<Arc<BuilderCounters>>> = {
@@ -385,11 +386,7 @@ mod tests {
 
     #[test]
     fn only_registered_builders_are_labels_and_witnesses_have_histograms() {
-        let registry = Registry::parse(
-            "b\"1:BqhvKVxd1hLVdYAs+GNDSchu8X4j6RPyHL6u1Z3XQqs=\n\
-             b2:BqhvKVxd1hLVdYAs+GNDSchu8X4j6RPyHL6u1Z3XQqs=\n",
-        )
-        .unwrap();
+        let registry = ["b\"1".to_owned(), "b2".to_owned(), "b2".to_owned()];
         let m = Metrics::default();
         m.builders_logged(["b\"1", "b\"1", "removed-since"]);
         m.builder_refused("b2");

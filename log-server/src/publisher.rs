@@ -235,9 +235,12 @@ mod tests {
             .map(|i| NewEntry {
                 bytes: format!("entry {i}").into_bytes(),
                 leaf: merkle::leaf_hash(format!("entry {i}").as_bytes()),
-                hash_part: "0".repeat(32),
-                builder: "b:key".into(),
-                nar_hash: [0; 32],
+                role: crate::storage::EntryRole::Signing {
+                    hash_part: "0".repeat(32),
+                    builder: reprolog_verifier::nix::NixSecretKey::from_seed("b", [1; 32])
+                        .public_key(),
+                    nar_hash: [0; 32],
+                },
             })
             .collect();
         let leaves: Vec<_> = entries.iter().map(|e| e.leaf).collect();

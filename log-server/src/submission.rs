@@ -23,9 +23,9 @@ use reprolog_verifier::nix::signatures::{self, SameNameKeys};
 use reprolog_verifier::nix::{NarInfo, NixSignature, StorePath};
 use reprolog_verifier::text::printable;
 
-use crate::builders::Registry;
 use crate::metrics::{Metrics, Rejection};
 use crate::storage::{LogStore, NewEntry, StoreError};
+use reprolog_verifier::registry::{KeyRegistry, KeyStatus};
 
 /// A submission that shows more signatures failing verification than this is refused
 /// without verifying the rest: each costs a strict Ed25519 verification, and a registered
@@ -130,23 +130,41 @@ fn ignored(key: &str, reason: String) -> SignatureResult {
     }
 }
 
-/// One candidate entry of a signature: the entry it would make under one registered key.
+/// One candidate entry of a signature: the entry it would make under one key of its name
+/// that the log has registered, and what that key amounts to now.
 struct Candidate {
     entry: Entry,
     bytes: Vec<u8>,
     leaf: Hash,
+    status: KeyStatus,
 }
 
 impl Candidate {
     /// Encodes `entry`; `item` names the narinfo or envelope in errors.
-    fn new(entry: Entry, item: &str) -> Result<Self, Refusal> {
+    fn new(entry: Entry, registry: &KeyRegistry, item: &str) -> Result<Self, Refusal> {
         let bytes = entry.encode().map_err(|e| match e {
             EntryError::TooLarge(_) => Refusal::EntryTooLarge(format!("{item}: {e}")),
             other => Refusal::Malformed(format!("{item}: {other}")),
         })?;
         let leaf = merkle::leaf_hash(&bytes);
-        Ok(Candidate { entry, bytes, leaf })
+        let status = registry.status(&entry.builder, u64::MAX);
+        Ok(Candidate {
+            entry,
+            bytes,
+            leaf,
+            status,
+        })
     }
+}
+
+/// The keys a signature named `name` may be by: every key of that name the log has
+/// registered, whatever it amounts to now (a retired key's signatures are still found as
+/// duplicates).
+fn keys_named<'a>(
+    registry: &'a KeyRegistry,
+    name: &'a str,
+) -> impl Iterator<Item = &'a reprolog_verifier::nix::NixPublicKey> {
+    registry.records_named(name).map(|r| &r.key)
 }
 
 /// What every kind of submission shares: for each signature, its candidates are looked up in
@@ -206,13 +224,32 @@ impl<'a, S: LogStore> Checker<'a, S> {
                 return Ok(());
             }
         }
+        // Only keys that may sign now: a new signature by a retired, unregistered or revoked
+        // key is refused with the reason, without verifying it.
+        let candidates: Vec<Candidate> =
+            match candidates.iter().find(|c| c.status.identity().is_none()) {
+                Some(stopped) if candidates.iter().all(|c| c.status.identity().is_none()) => {
+                    sigs.push(ignored(&key, format!("key {key} is {}", stopped.status)));
+                    return Ok(());
+                }
+                _ => candidates
+                    .into_iter()
+                    .filter(|c| c.status.identity().is_some())
+                    .collect(),
+            };
+        let identity = candidates
+            .first()
+            .and_then(|c| c.status.identity())
+            .map(str::to_owned);
         let valid = candidates
             .iter()
             .position(|c| self.verified.contains(&c.leaf))
             .or_else(|| verify(&candidates));
         let Some(c) = valid.and_then(|i| candidates.into_iter().nth(i)) else {
-            // The name is registered (it has candidates), so it may be a label.
-            self.metrics.builder_refused(&key);
+            // Identities are names the operator registered, so they may be labels.
+            if let Some(identity) = &identity {
+                self.metrics.builder_refused(identity);
+            }
             sigs.push(ignored(
                 &key,
                 format!("signature does not verify under the registered key {key}"),
@@ -236,13 +273,7 @@ impl<'a, S: LogStore> Checker<'a, S> {
         self.pending.push(Pending {
             narinfo: item,
             signature: sigs.len(),
-            entry: NewEntry {
-                leaf: c.leaf,
-                hash_part: store_path.hash_part().to_owned(),
-                builder: c.entry.builder.to_string(),
-                nar_hash: c.entry.nar_hash.0,
-                bytes: c.bytes,
-            },
+            entry: NewEntry::signing(c.bytes, &c.entry),
         });
         sigs.push(SignatureResult {
             key,
@@ -280,7 +311,7 @@ impl<'a, S: LogStore> Checker<'a, S> {
 /// items, an oversized entry or too many invalid signatures refuse the whole request.
 pub fn check<S: LogStore>(
     body: &[u8],
-    registry: &Registry,
+    registry: &KeyRegistry,
     store: &S,
     metrics: &Metrics,
 ) -> Result<Checked, Refusal> {
@@ -327,9 +358,8 @@ pub fn check<S: LogStore>(
                 }
             };
             let item = format!("narinfo {}", n + 1);
-            let candidates = registry
-                .keys_named(&sig.key_name)
-                .map(|k| Candidate::new(Entry::claim(&info, k, &sig), &item))
+            let candidates = keys_named(registry, &sig.key_name)
+                .map(|k| Candidate::new(Entry::claim(&info, k, &sig), registry, &item))
                 .collect::<Result<Vec<_>, Refusal>>()?;
             let verify = |candidates: &[Candidate]| {
                 let keys: Vec<_> = candidates.iter().map(|c| c.entry.builder.clone()).collect();
@@ -355,7 +385,7 @@ pub const MAX_ENVELOPES: usize = 4096;
 /// that verifies becomes a `build` entry.
 pub fn check_attestations<S: LogStore>(
     body: &[u8],
-    registry: &Registry,
+    registry: &KeyRegistry,
     store: &S,
     metrics: &Metrics,
 ) -> Result<Checked, Refusal> {
@@ -414,8 +444,7 @@ pub fn check_attestations<S: LogStore>(
                 ));
                 continue;
             };
-            let candidates = registry
-                .keys_named(&s.keyid)
+            let candidates = keys_named(registry, &s.keyid)
                 .map(|k| {
                     let entry = Entry {
                         kind: EntryKind::Build,
@@ -427,7 +456,7 @@ pub fn check_attestations<S: LogStore>(
                         signature,
                         statement: Some(statement.clone()),
                     };
-                    Candidate::new(entry, &item)
+                    Candidate::new(entry, registry, &item)
                 })
                 .collect::<Result<Vec<_>, Refusal>>()?;
             let verify = |candidates: &[Candidate]| {
@@ -482,7 +511,7 @@ mod tests {
     struct Setup {
         _dir: tempfile::TempDir,
         store: EmbeddedStore,
-        registry: Registry,
+        registry: KeyRegistry,
         key: NixSecretKey,
         metrics: Metrics,
     }
@@ -491,7 +520,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
         let key = NixSecretKey::from_seed("builder-1", [1; 32]);
-        let registry = Registry::parse(&key.public_key().to_string()).unwrap();
+        let registry = crate::storage::embedded::tests::registry_allowing(&[]);
+        let mut registry = registry;
+        registry
+            .apply(
+                0,
+                &reprolog_verifier::key_event::KeyEvent::register(
+                    key.public_key(),
+                    0,
+                    &crate::storage::embedded::tests::log_key(),
+                ),
+            )
+            .unwrap();
         Setup {
             _dir: dir,
             store,
@@ -519,13 +559,7 @@ mod tests {
         let bytes = entry.encode().unwrap();
         let leaf = merkle::leaf_hash(&bytes);
         let nodes = merkle::append_leaves(0, &[leaf], &s.store).unwrap();
-        let new = NewEntry {
-            leaf,
-            bytes,
-            hash_part: info.store_path.hash_part().to_owned(),
-            builder: entry.builder.to_string(),
-            nar_hash: entry.nar_hash.0,
-        };
+        let new = NewEntry::signing(bytes, &entry);
         s.store
             .append(&AppendBatch {
                 start_size: 0,

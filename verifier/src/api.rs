@@ -4,7 +4,7 @@
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{Entry, EntryError};
+use crate::entry::{EntryError, LogEntry};
 use crate::merkle;
 
 /// Events a path lookup returns when the client names no `limit`.
@@ -26,19 +26,24 @@ pub struct LoggedEntry {
     pub index: u64,
     /// Base64 of its RFC 6962 leaf hash.
     pub leaf_hash: String,
-    /// The kind of claim (`spec/entry.md`).
+    /// The kind of entry (`spec/entry.md`): a signing event's, or a key event's (`key-…`).
     pub kind: String,
-    /// The full store path.
+    /// The full store path; empty (and absent from JSON) for a key event.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub store_path: String,
-    /// `sha256:<nix32>`.
+    /// `sha256:<nix32>`; empty for a key event.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub nar_hash: String,
-    /// The NAR's size in bytes.
+    /// The NAR's size in bytes; 0 for a key event.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub nar_size: u64,
     /// Base names, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
-    /// The builder's Nix public key, `name:base64`.
+    /// The builder's Nix public key, `name:base64`; for a key event, the key it is about.
     pub builder: String,
-    /// The signature as a narinfo `Sig:` value.
+    /// The signature as a narinfo `Sig:` value; empty for a key event.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signature: String,
     /// The entry's exact bytes, as text.
     pub entry: String,
@@ -47,7 +52,23 @@ pub struct LoggedEntry {
 impl LoggedEntry {
     /// Describes entry `index` from its stored bytes.
     pub fn new(index: u64, bytes: &[u8]) -> Result<Self, EntryError> {
-        let e = Entry::decode(bytes)?;
+        let e = match LogEntry::decode(bytes)? {
+            LogEntry::Signing(e) => e,
+            LogEntry::Key(k) => {
+                return Ok(LoggedEntry {
+                    index,
+                    leaf_hash: B64.encode(merkle::leaf_hash(bytes)),
+                    kind: k.action.kind().to_owned(),
+                    store_path: String::new(),
+                    nar_hash: String::new(),
+                    nar_size: 0,
+                    references: Vec::new(),
+                    builder: k.action.key().to_string(),
+                    signature: String::new(),
+                    entry: String::from_utf8_lossy(bytes).into_owned(),
+                })
+            }
+        };
         Ok(LoggedEntry {
             index,
             leaf_hash: B64.encode(merkle::leaf_hash(bytes)),
@@ -62,6 +83,10 @@ impl LoggedEntry {
             entry: String::from_utf8_lossy(bytes).into_owned(),
         })
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One page of a store path's events (`GET /api/v1/paths/{hash}?after=&limit=`).
@@ -95,40 +120,87 @@ impl PathPage {
     /// index above the last one seen and above `after`, and a cursor past them all. A client
     /// that follows only checked pages cannot be made to loop, or to read an event twice.
     pub fn check_follows(&self, after: Option<u64>) -> Result<(), PageError> {
-        if self.events.is_empty() && self.next.is_some() {
-            return Err(PageError::EmptyWithCursor);
-        }
-        let mut last = after;
-        for e in &self.events {
-            if last.is_some_and(|l| e.index <= l) {
-                return Err(PageError::OutOfOrder);
-            }
-            last = Some(e.index);
-        }
-        let forward = |next: u64| last.is_none_or(|l| next >= l) && after.is_none_or(|a| next > a);
-        match self.next {
-            Some(next) if !forward(next) => Err(PageError::CursorBack),
-            _ => Ok(()),
-        }
+        check_follows(&self.events, self.next, after)
     }
 }
 
-/// A registered builder and how many entries it has signed (`GET /api/v1/builders`).
+fn check_follows(
+    events: &[LoggedEntry],
+    next: Option<u64>,
+    after: Option<u64>,
+) -> Result<(), PageError> {
+    if events.is_empty() && next.is_some() {
+        return Err(PageError::EmptyWithCursor);
+    }
+    let mut last = after;
+    for e in events {
+        if last.is_some_and(|l| e.index <= l) {
+            return Err(PageError::OutOfOrder);
+        }
+        last = Some(e.index);
+    }
+    let forward = |next: u64| last.is_none_or(|l| next >= l) && after.is_none_or(|a| next > a);
+    match next {
+        Some(next) if !forward(next) => Err(PageError::CursorBack),
+        _ => Ok(()),
+    }
+}
+
+/// A key the log has registered, the builder it serves, what it amounts to now, and how
+/// many entries it has signed (`GET /api/v1/builders`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuilderInfo {
     /// The key's name.
     pub name: String,
     /// The Nix public key, `name:base64`.
     pub key: String,
+    /// The builder identity the key serves (a rotation chain is one identity).
+    pub identity: String,
+    /// Whether it may sign now.
+    pub active: bool,
+    /// What it amounts to now, in words (`valid for builder …`, `retired at index …`).
+    pub status: String,
     /// Entries it has signed.
     pub entries: u64,
 }
 
-/// The registered builders (`GET /api/v1/builders`).
+/// Every key the log has registered (`GET /api/v1/builders`); the registry's history is in
+/// the log's key events (`GET /api/v1/keys`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildersAnswer {
-    /// In the builders file's order.
+    /// By identity, then key.
     pub builders: Vec<BuilderInfo>,
+}
+
+/// One page of the log's key events (`GET /api/v1/keys?after=&limit=`), in index order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEventPage {
+    /// The log's verifier key, as the log serves it: operator events verify under it. A
+    /// client that has the key from its tlog-policy uses that one; this is for clients that
+    /// take the log as served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
+    /// The events, as logged entries.
+    pub events: Vec<LoggedEntry>,
+    /// Present when more events follow: ask again with `after` set to this index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+impl KeyEventPage {
+    /// As [`PathPage::check_follows`].
+    pub fn check_follows(&self, after: Option<u64>) -> Result<(), PageError> {
+        check_follows(&self.events, self.next, after)
+    }
+}
+
+/// The answer to an accepted key event (`POST /api/v1/keys`, 200).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEventAnswer {
+    /// `logged`, or `duplicate` when the log holds the event already.
+    pub status: SignatureStatus,
+    /// Its index.
+    pub index: u64,
 }
 
 /// An RFC 6962 inclusion proof (`GET /api/v1/proof/inclusion`).

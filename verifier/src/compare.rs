@@ -2,18 +2,26 @@
 //! verdict's words are the project's one vocabulary, shared by the CLI, the log's API, the
 //! explorer and the gate: `reproduced`, `unreproduced`, `one-builder` and `not-logged`.
 //!
-//! Builders are counted as identities (key names), never as entries: one builder that signed
-//! a path twice is still one builder.
+//! Builders are counted as identities, never as entries or keys: one builder that signed a
+//! path twice is still one builder, and so is a builder that re-signed it with the key it
+//! rotated to ([`crate::registry`]).
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::nix::NixPublicKey;
+use crate::registry::{KeyRegistry, KeyStatus};
+
 /// A builder's claim about a store path, as logged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
-    /// The builder's key name.
+    /// The builder identity (the log registry's; a rotation chain is one identity).
     pub builder: String,
+    /// The name of the key that signed, when it is not the identity's own name (a key the
+    /// builder rotated to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// `sha256:<nix32>`.
     pub nar_hash: String,
     /// The entry's index in the log.
@@ -24,6 +32,33 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The claim of a signature by `key` of `nar_hash` logged at `index` (an entry of kind
+    /// `kind`), judged by the registry as of that index: a claim for the key's builder
+    /// identity, or a void claim with the reason.
+    pub fn judge(
+        registry: &KeyRegistry,
+        key: &NixPublicKey,
+        nar_hash: String,
+        kind: &str,
+        index: u64,
+    ) -> Result<Claim, VoidClaim> {
+        match registry.status(key, index) {
+            KeyStatus::Valid { identity } => Ok(Claim {
+                key: (identity != key.name).then(|| key.name.clone()),
+                builder: identity,
+                nar_hash,
+                index,
+                kind: kind.to_owned(),
+            }),
+            status => Err(VoidClaim {
+                key: key.name.clone(),
+                nar_hash,
+                index,
+                reason: status.to_string(),
+            }),
+        }
+    }
+
     /// Whether the builder attested building the output, rather than only signing it.
     pub fn built(&self) -> bool {
         self.kind == "build"
@@ -87,9 +122,34 @@ pub struct PathVerdict {
     /// signature with different NAR hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inconsistent_builders: Vec<String>,
+    /// Logged signatures that do not count: by a key that was not allowed to sign at their
+    /// index (revoked as of it, or retired before it). Never part of the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub void: Vec<VoidClaim>,
+}
+
+/// A logged signature that does not count, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoidClaim {
+    /// The name of the key that signed.
+    pub key: String,
+    /// `sha256:<nix32>`.
+    pub nar_hash: String,
+    /// The entry's index in the log.
+    pub index: u64,
+    /// Why it does not count, from the registry as of its index.
+    pub reason: String,
 }
 
 impl PathVerdict {
+    /// Judges one path's claims and sets the signatures that do not count beside them.
+    pub fn with_void(store_path: String, claims: Vec<Claim>, void: Vec<VoidClaim>) -> Self {
+        PathVerdict {
+            void,
+            ..Self::new(store_path, claims)
+        }
+    }
+
     /// Judges one path's claims.
     pub fn new(store_path: String, claims: Vec<Claim>) -> Self {
         let mut hashes: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
@@ -106,6 +166,7 @@ impl PathVerdict {
             verdict: Verdict::of(&claims),
             claims,
             inconsistent_builders,
+            void: Vec::new(),
         }
     }
 }
@@ -151,6 +212,7 @@ mod tests {
     fn claim(builder: &str, nar_hash: &str, index: u64) -> Claim {
         Claim {
             builder: builder.into(),
+            key: None,
             nar_hash: nar_hash.into(),
             index,
             kind: "cache-signature".into(),

@@ -10,7 +10,9 @@
 //! - `firsts.pages`, `firsts.dir`: a [`hash_index`] from store paths to their first entry and
 //!   the first 4 bytes of its NAR hash, so that a disagreement is told with one page read
 //!   however long the path's history;
-//! - `index/`: a sled database holding the size, the latest checkpoint and per-builder counts.
+//! - `index/`: a sled database holding the size, the latest checkpoint, per-builder counts and
+//!   the indexes of key events (committed with the size, so the registry is replayed from
+//!   them without reading the log).
 //!
 //! A batch is written at the end of the three files and `fdatasync`ed, and only then is the
 //! new size committed in sled and flushed. The size is therefore never durable before the
@@ -30,19 +32,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 
-use reprolog_verifier::entry::Entry;
+use reprolog_verifier::entry::LogEntry;
 use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
 
 use super::files::open_file;
 use super::hash_index::Key;
 use super::hash_index::{leaf_key, path_key, HashIndex, Record};
 use super::post_order::{node_count, position};
-use super::{AppendBatch, Appended, LogStore, PathIndex, StoreError};
+use super::{AppendBatch, Appended, EntryRole, LogStore, PathIndex, StoreError};
 use reprolog_verifier::locks;
 
 const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const BUILDER_PREFIX: &[u8] = b"builder:";
+const KEY_EVENT_PREFIX: &[u8] = b"key-event:";
 const HASH_BYTES: u64 = 32;
 /// Levels from here up are kept in memory: every proof reads one node of each, and they
 /// are few (two for every 2^CACHED_FROM entries, 0.06 bytes an entry).
@@ -228,14 +231,21 @@ impl EmbeddedStore {
             for bytes in &chunk {
                 let leaf = merkle::leaf_hash(bytes);
                 if at >= paths_from || at >= firsts_from {
-                    let entry = Entry::decode(bytes)
-                        .map_err(|e| StoreError::Corrupt(format!("entry {at}: {e}")))?;
-                    let key = path_key(entry.store_path.hash_part())?;
-                    if at >= paths_from {
-                        self.paths.insert(Record::new(key, at, &leaf))?;
-                    }
-                    if at >= firsts_from {
-                        self.disagrees_with_first(key, at, &entry.nar_hash.0)?;
+                    let entry = match LogEntry::decode(bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("entry {at}: {e}")))?
+                    {
+                        LogEntry::Signing(entry) => Some(entry),
+                        LogEntry::Key(_) => None,
+                    };
+                    // Key events are not filed by path.
+                    if let Some(entry) = entry {
+                        let key = path_key(entry.store_path.hash_part())?;
+                        if at >= paths_from {
+                            self.paths.insert(Record::new(key, at, &leaf))?;
+                        }
+                        if at >= firsts_from {
+                            self.disagrees_with_first(key, at, &entry.nar_hash.0)?;
+                        }
                     }
                 }
                 if at >= leaves_from {
@@ -396,19 +406,28 @@ impl LogStore for EmbeddedStore {
         let mut data = Vec::new();
         let mut offsets = Vec::with_capacity(batch.entries.len() * OFFSET_BYTES as usize);
         let mut index = sled::Batch::default();
-        let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
         let mut records = Vec::with_capacity(batch.entries.len());
+        let mut leaves = Vec::with_capacity(batch.entries.len());
         for (i, e) in batch.entries.iter().enumerate() {
             data.extend_from_slice(&e.bytes);
             offsets.extend_from_slice(&(*data_end + data.len() as u64).to_le_bytes());
-            let index = start + i as u64;
-            let key = path_key(&e.hash_part)?;
-            records.push((
-                Record::new(key, index, &e.leaf),
-                Record::new(leaf_key(&e.leaf), index, &e.leaf),
-                (key, index, e.nar_hash),
-            ));
-            *counts.entry(&e.builder).or_default() += 1;
+            let at = start + i as u64;
+            leaves.push(Record::new(leaf_key(&e.leaf), at, &e.leaf));
+            match &e.role {
+                EntryRole::Signing {
+                    hash_part,
+                    builder,
+                    nar_hash,
+                } => {
+                    let key = path_key(hash_part)?;
+                    records.push((Record::new(key, at, &e.leaf), (key, at, *nar_hash)));
+                    *counts.entry(builder.to_string()).or_default() += 1;
+                }
+                EntryRole::Key(_) => {
+                    index.insert([KEY_EVENT_PREFIX, &at.to_be_bytes()].concat(), &[])
+                }
+            }
         }
         for (builder, n) in counts {
             let key = [BUILDER_PREFIX, builder.as_bytes()].concat();
@@ -437,9 +456,11 @@ impl LogStore for EmbeddedStore {
             let mut disagreements = 0;
             // In log order, so that a path's first entry in this batch is filed before the
             // batch's later entries of that path are compared with it.
-            for (by_path, by_leaf, (key, index, nar_hash)) in records {
-                self.paths.insert(by_path)?;
+            for by_leaf in leaves {
                 self.leaves.insert(by_leaf)?;
+            }
+            for (by_path, (key, index, nar_hash)) in records {
+                self.paths.insert(by_path)?;
                 disagreements += u64::from(self.disagrees_with_first(key, index, &nar_hash)?);
             }
             self.paths.indexed_up_to(end)?;
@@ -506,6 +527,23 @@ impl LogStore for EmbeddedStore {
                 Ok((name, decode_u64(&v, "builder count")?))
             })
             .collect()
+    }
+
+    fn key_events(&self, after: Option<u64>, limit: usize) -> Result<(Vec<u64>, bool), StoreError> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let start = [KEY_EVENT_PREFIX, &from.to_be_bytes()].concat();
+        let mut indexes = Vec::new();
+        for kv in self.index.range(start..) {
+            let (k, _) = kv.map_err(engine)?;
+            let Some(index) = k.strip_prefix(KEY_EVENT_PREFIX) else {
+                break;
+            };
+            if indexes.len() == limit {
+                return Ok((indexes, true));
+            }
+            indexes.push(decode_u64(index, "key event index")?);
+        }
+        Ok((indexes, false))
     }
 
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -593,6 +631,7 @@ fn node_run(start: u64, end: u64, nodes: &[(NodeId, Hash)]) -> Result<Vec<u8>, S
 pub(crate) mod tests {
     use super::*;
     use crate::storage::NewEntry;
+    use reprolog_verifier::entry::Entry;
     use reprolog_verifier::entry::EntryKind;
     use reprolog_verifier::merkle::MemoryTree;
     use reprolog_verifier::nix::narinfo::NixHash;
@@ -616,17 +655,43 @@ pub(crate) mod tests {
             nar_hash: NixHash(sha2::Sha256::digest(nar_seed).into()),
             nar_size,
             references: Default::default(),
-            builder: NixSecretKey::from_seed(builder, [7; 32]).public_key(),
+            builder: builder_key(builder).public_key(),
             signature: [0; 64],
             statement: None,
         };
-        let bytes = entry.encode().unwrap();
-        NewEntry {
-            leaf: merkle::leaf_hash(&bytes),
-            bytes,
-            hash_part,
-            builder: entry.builder.to_string(),
-            nar_hash: entry.nar_hash.0,
+        NewEntry::signing(entry.encode().unwrap(), &entry)
+    }
+
+    /// The key `new_entry` signs with for `builder`.
+    pub(crate) fn builder_key(builder: &str) -> NixSecretKey {
+        NixSecretKey::from_seed(builder, [7; 32])
+    }
+
+    /// The log key of the tests.
+    pub(crate) fn log_key() -> reprolog_verifier::note::SignerKey {
+        reprolog_verifier::note::SignerKey::from_seed("example.org/test-log", [3; 32]).unwrap()
+    }
+
+    /// A registry in which `builders` (as `new_entry` names them) may sign from index 0.
+    pub(crate) fn registry_allowing(builders: &[&str]) -> reprolog_verifier::registry::KeyRegistry {
+        let key = log_key();
+        let mut registry = reprolog_verifier::registry::KeyRegistry::new(key.verifier_key());
+        for (i, b) in builders.iter().enumerate() {
+            let event = reprolog_verifier::key_event::KeyEvent::register(
+                builder_key(b).public_key(),
+                0,
+                &key,
+            );
+            registry.apply(i as u64, &event).unwrap();
+        }
+        registry
+    }
+
+    /// The hash part a signing entry is filed under.
+    pub(crate) fn hash_part(e: &NewEntry) -> &str {
+        match &e.role {
+            crate::storage::EntryRole::Signing { hash_part, .. } => hash_part,
+            crate::storage::EntryRole::Key(_) => panic!("a key event has no path"),
         }
     }
 
@@ -678,11 +743,11 @@ pub(crate) mod tests {
             let e = entry(4);
             assert_eq!(store.find_entry(&e.leaf).unwrap(), Some(4));
             assert_eq!(
-                store.path_indexes(&e.hash_part, None, 10).unwrap(),
+                store.path_indexes(hash_part(&e), None, 10).unwrap(),
                 (vec![3, 4, 5], false)
             );
             assert_eq!(
-                store.path_indexes(&e.hash_part, Some(3), 1).unwrap(),
+                store.path_indexes(hash_part(&e), Some(3), 1).unwrap(),
                 (vec![4], true)
             );
         }
@@ -905,7 +970,7 @@ mod bench {
         let crowded = 0;
         let history = 100_000;
         sequence(&store, (0..history).map(|i| event(crowded, i)).collect());
-        let key = path_key(&event(crowded, 0).hash_part).unwrap();
+        let key = path_key(super::tests::hash_part(&event(crowded, 0))).unwrap();
         assert_eq!(store.paths.lookup(&key).unwrap().len() as u64, history);
         for round in 0..3 {
             let base = history + round * 10_000;

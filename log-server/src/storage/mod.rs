@@ -8,7 +8,10 @@ mod post_order;
 
 use std::ops::Range;
 
-use reprolog_verifier::merkle::{Hash, HashReader, NodeId};
+use reprolog_verifier::entry::Entry;
+use reprolog_verifier::key_event::KeyEvent;
+use reprolog_verifier::merkle::{self, Hash, HashReader, NodeId};
+use reprolog_verifier::nix::NixPublicKey;
 
 /// Why the store could not do what it was asked, told by cause, so that an operator reads
 /// "No space left on device" for a full disk and "corrupt" only for damaged data.
@@ -74,12 +77,52 @@ impl StoreError {
 pub struct NewEntry {
     pub bytes: Vec<u8>,
     pub leaf: Hash,
-    /// The store path's 32-character hash part, for lookups by path.
-    pub hash_part: String,
-    /// The builder key, `name:base64`, for per-builder counts.
-    pub builder: String,
-    /// The NAR hash the builder signed, to tell disagreements about a path.
-    pub nar_hash: Hash,
+    pub role: EntryRole,
+}
+
+/// What an entry is to the store and the sequencer.
+// Nearly every entry is a signing event: boxing that variant would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum EntryRole {
+    /// A signing event: filed by path, counted for its builder key, compared with its path's
+    /// first NAR hash, and logged only while its key may sign.
+    Signing {
+        /// The store path's 32-character hash part, for lookups by path.
+        hash_part: String,
+        /// The key that signed.
+        builder: NixPublicKey,
+        /// The NAR hash the builder signed, to tell disagreements about a path.
+        nar_hash: Hash,
+    },
+    /// A key event: listed apart, so that the registry is replayed without reading the log;
+    /// logged only if the registry allows it at its index.
+    Key(Box<KeyEvent>),
+}
+
+impl NewEntry {
+    /// A signing event's entry, from its encoding.
+    pub fn signing(bytes: Vec<u8>, entry: &Entry) -> Self {
+        NewEntry {
+            leaf: merkle::leaf_hash(&bytes),
+            bytes,
+            role: EntryRole::Signing {
+                hash_part: entry.store_path.hash_part().to_owned(),
+                builder: entry.builder.clone(),
+                nar_hash: entry.nar_hash.0,
+            },
+        }
+    }
+
+    /// A key event's entry.
+    pub fn key_event(event: KeyEvent) -> Self {
+        let bytes = event.encode();
+        NewEntry {
+            leaf: merkle::leaf_hash(&bytes),
+            bytes,
+            role: EntryRole::Key(Box::new(event)),
+        }
+    }
 }
 
 /// A batch of entries appended at `start_size`, with every tree node they complete.
@@ -153,6 +196,9 @@ pub trait LogStore: HashReader<Error = StoreError> + PathIndex + Send + Sync + '
     fn entries(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError>;
     /// How many entries each builder key has signed.
     fn builder_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// The indexes of key events after `after`, at most `limit`, and whether more follow.
+    /// Committed with the entries, so a key event is listed once its append returned.
+    fn key_events(&self, after: Option<u64>, limit: usize) -> Result<(Vec<u64>, bool), StoreError>;
     /// The latest signed checkpoint note, if any.
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Durably records a signed checkpoint note.
