@@ -5,14 +5,18 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use reprolog_verifier::decision::{decide, Decision, Trust};
+use reprolog_verifier::decision::{by_identity, decide, listed_builder, Decision, Trust};
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::nix::StorePath;
+use reprolog_verifier::registry::KeyRegistry;
 use reprolog_verifier::text::printable;
 use serde::Serialize;
 
 use crate::client::LogClient;
-use crate::common::{load_policy, log_client, prove_entry, read_limited, trusted_checkpoint};
+use crate::common::{
+    load_policy, log_client, policy_log_key, prove_entry, proven_registry, read_limited,
+    trusted_checkpoint,
+};
 
 /// Exit code when some path is denied.
 pub const EXIT_DENIED: i32 = 2;
@@ -39,13 +43,24 @@ pub fn run(
         .with_context(|| format!("{} is not UTF-8", trust.display()))?;
     let trust = Trust::parse(&text).with_context(|| format!("{}", trust.display()))?;
     let checkpoint = trusted_checkpoint(&client, &policy)?.checkpoint;
+    // Listed builders are identities: a key one rotated to counts as it, and a signature its
+    // key could not make at its index counts for no one.
+    let registry = proven_registry(
+        &client,
+        &checkpoint,
+        policy_log_key(Some(&policy), &checkpoint.origin),
+    )?;
     let mut decided = Vec::new();
     for path in paths {
         let store_path = StorePath::parse(path)
             .with_context(|| format!("{} is not a store path", printable(path)))?;
-        let entries = proven_entries(&client, &trust, &store_path, &checkpoint)?;
+        let entries = proven_entries(&client, &trust, &registry, &store_path, &checkpoint)?;
         decided.push(Decided {
-            decision: decide(&trust, &store_path, &entries),
+            decision: decide(
+                &trust,
+                &store_path,
+                &by_identity(&trust, &registry, &entries),
+            ),
             checkpoint_size: checkpoint.size,
         });
     }
@@ -92,6 +107,7 @@ pub fn run(
 fn proven_entries(
     client: &LogClient,
     trust: &Trust,
+    registry: &KeyRegistry,
     store_path: &StorePath,
     checkpoint: &reprolog_verifier::checkpoint::Checkpoint,
 ) -> Result<Vec<(u64, Entry)>> {
@@ -104,7 +120,7 @@ fn proven_entries(
         let bytes = event.entry.as_bytes();
         // Only entries of trusted keys count, so only they are worth a proof.
         let unproven = Entry::decode(bytes).with_context(|| format!("entry {index}"))?;
-        if !trust.builders.iter().any(|b| b.key == unproven.builder) {
+        if listed_builder(trust, registry, &unproven.builder, index).is_none() {
             return Ok(());
         }
         let entry = prove_entry(client, checkpoint, index, bytes)?;

@@ -100,6 +100,17 @@ impl Checkpoints {
         Ok(c)
     }
 
+    /// The log's key in the policy, for the log of `origin`: operator key events verify
+    /// under it.
+    pub fn log_key(&self, origin: &str) -> Option<reprolog_verifier::note::VerifierKey> {
+        self.policy
+            .logs
+            .iter()
+            .map(|l| &l.key)
+            .find(|k| k.name() == origin)
+            .cloned()
+    }
+
     fn checkpoint_path(&self) -> PathBuf {
         self.dir.join("checkpoint")
     }

@@ -6,10 +6,11 @@
 //! stays proven.
 
 use reprolog_verifier::checkpoint::Checkpoint;
-use reprolog_verifier::decision::{decide, Claim, Decision, Trust};
+use reprolog_verifier::decision::{by_identity, decide, listed_builder, Claim, Decision, Trust};
 use reprolog_verifier::entry::Entry;
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::StorePath;
+use reprolog_verifier::registry::KeyRegistry;
 
 use crate::failure::Failure;
 use crate::log::LogClient;
@@ -29,12 +30,13 @@ pub struct Proven {
 }
 
 /// Brings `prev` (or nothing) forward to checkpoint `cp`: looks up the path's events from
-/// `prev.scanned_to` on and proves each new entry of a key of `trust`. Entries of other keys
-/// cost no signature check and no proof. Returns the proven entries and how many proofs it
+/// `prev.scanned_to` on and proves each new entry that counts for a listed builder under
+/// `registry` (the log's, as of `cp`). Other entries cost no signature check and no proof. Returns the proven entries and how many proofs it
 /// fetched.
 pub fn prove_path(
     log: &LogClient,
     trust: &Trust,
+    registry: &KeyRegistry,
     hash_part: &str,
     cp: &Checkpoint,
     prev: Option<&Proven>,
@@ -62,7 +64,7 @@ pub fn prove_path(
                 )));
             }
             if entry.store_path.store_dir() != STORE_DIR
-                || !trust.builders.iter().any(|b| b.key == entry.builder)
+                || listed_builder(trust, registry, &entry.builder, index).is_none()
             {
                 continue;
             }
@@ -100,10 +102,16 @@ pub fn prove_path(
     Ok((proven, proofs))
 }
 
-/// The trust file's decision over proven entries. The store path is the one trusted builders
-/// logged; when none did, only the hash part is known and the decision names
-/// `/nix/store/<hash part>`.
-pub fn decision_of(trust: &Trust, hash_part: &str, proven: &Proven) -> Result<Decision, Failure> {
+/// The trust file's decision over proven entries, each counted for the listed builder its key
+/// serves under `registry` (entries proven at an older checkpoint may have been voided since,
+/// by a revocation as of their index). The store path is the one trusted builders logged;
+/// when none did, only the hash part is known and the decision names `/nix/store/<hash part>`.
+pub fn decision_of(
+    trust: &Trust,
+    registry: &KeyRegistry,
+    hash_part: &str,
+    proven: &Proven,
+) -> Result<Decision, Failure> {
     let mut paths: Vec<&StorePath> = proven.entries.iter().map(|(_, e)| &e.store_path).collect();
     paths.sort();
     paths.dedup();
@@ -115,7 +123,11 @@ pub fn decision_of(trust: &Trust, hash_part: &str, proven: &Proven) -> Result<De
             d.store_path = format!("{STORE_DIR}/{hash_part}");
             Ok(d)
         }
-        [path] => Ok(decide(trust, path, &proven.entries)),
+        [path] => Ok(decide(
+            trust,
+            path,
+            &by_identity(trust, registry, &proven.entries),
+        )),
         more => Err(Failure::Ambiguous(format!(
             "trusted builders logged {} different store paths with the hash part {hash_part}",
             more.len()

@@ -18,6 +18,7 @@ use crate::decide::{decision_of, prove_path, Proven};
 use crate::failure::Failure;
 use crate::log::LogClient;
 use crate::metrics::Metrics;
+use crate::registry::Registries;
 use crate::trust::TrustFile;
 use crate::upstream::{safe_relative, Fetched, Upstream};
 
@@ -101,6 +102,8 @@ pub struct Gate {
     pub priority: u32,
     /// By hash part.
     cache: Mutex<HashMap<String, Arc<Decided>>>,
+    /// The log's key registry as of the newest accepted checkpoint.
+    registries: Registries,
     cache_capacity: usize,
     /// Permits for NAR streams, each of which holds a thread of the blocking pool.
     pub nar_streams: Arc<tokio::sync::Semaphore>,
@@ -141,6 +144,7 @@ impl Gate {
             metrics,
             priority,
             cache: Mutex::new(HashMap::new()),
+            registries: Registries::default(),
             cache_capacity: cache_capacity.max(1),
             nar_streams: Arc::new(tokio::sync::Semaphore::new(nar_streams.max(1))),
             deciding: tokio::sync::Semaphore::new(CONCURRENT_DECISIONS),
@@ -183,15 +187,21 @@ impl Gate {
         let hash = hash_part.to_owned();
         let generation = trust.generation;
         let decided = tokio::task::spawn_blocking(move || {
+            let origin = &cp.checkpoint.origin;
+            let log_key = this.checkpoints.log_key(origin).ok_or_else(|| {
+                Failure::Checkpoint(format!("the log policy names no key for the log {origin}"))
+            })?;
+            let registry = this.registries.at(&this.log, &log_key, &cp.checkpoint)?;
             let (proven, proofs) = prove_path(
                 &this.log,
                 &trust.trust,
+                &registry,
                 &hash,
                 &cp.checkpoint,
                 prev.as_ref().map(|p| &p.proven),
             )?;
             this.metrics.proofs.fetch_add(proofs, Relaxed);
-            let decision = decision_of(&trust.trust, &hash, &proven)?;
+            let decision = decision_of(&trust.trust, &registry, &hash, &proven)?;
             Ok::<_, Failure>(Decided {
                 generation,
                 checkpoint_size: size,

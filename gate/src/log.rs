@@ -5,7 +5,9 @@
 use std::io::Read;
 use std::time::Duration;
 
-use reprolog_verifier::api::{decode_proof, ConsistencyProof, InclusionProof, PathPage};
+use reprolog_verifier::api::{
+    decode_proof, ConsistencyProof, InclusionProof, KeyEventPage, PathPage,
+};
 use reprolog_verifier::merkle::Hash;
 use reprolog_verifier::text::printable;
 
@@ -131,6 +133,20 @@ impl LogClient {
                 printable(&self.base)
             ))
         })
+    }
+
+    /// One page of the log's key events after index `after` (from the first when `None`),
+    /// checked to follow the pages before it. The events are unverified.
+    pub fn key_event_page(&self, after: Option<u64>) -> Result<KeyEventPage, Failure> {
+        let max = reprolog_verifier::api::PATH_PAGE_MAX;
+        let path = match after {
+            None => format!("/api/v1/keys?limit={max}"),
+            Some(a) => format!("/api/v1/keys?limit={max}&after={a}"),
+        };
+        let page: KeyEventPage = self.json(&path, &self.get_body(&path)?)?;
+        page.check_follows(after)
+            .map_err(|e| Failure::Log(format!("{}{path}: {e}", printable(&self.base))))?;
+        Ok(page)
     }
 
     /// One page of a path's events after index `after` (all of them when `None`), checked to

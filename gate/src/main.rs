@@ -17,6 +17,7 @@ mod http;
 mod key;
 mod log;
 mod metrics;
+mod registry;
 #[cfg(test)]
 mod tests;
 mod trust;

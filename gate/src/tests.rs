@@ -12,11 +12,13 @@ use reprolog_verifier::api::{ConsistencyProof, InclusionProof, LoggedEntry, Path
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::decision::{Outcome, Trust};
 use reprolog_verifier::entry::{Entry, EntryKind};
+use reprolog_verifier::key_event::KeyEvent;
 use reprolog_verifier::merkle::{self, MemoryTree};
 use reprolog_verifier::nix::narinfo::NixHash;
 use reprolog_verifier::nix::{NixSecretKey, StorePath};
 use reprolog_verifier::note::{Note, SignerKey};
 use reprolog_verifier::policy::Policy;
+use reprolog_verifier::registry::KeyRegistry;
 
 use crate::checkpoints::Checkpoints;
 use crate::decide::{decision_of, prove_path};
@@ -198,6 +200,18 @@ fn trust(keys: &[&NixSecretKey], quorum: usize) -> Trust {
     Trust::parse(&text).unwrap()
 }
 
+/// The fake log's registry with `keys[i]` registered at index `i` (the key events themselves
+/// are not among the fake log's entries: these tests are about paths).
+fn registry(state: &Arc<Mutex<FakeState>>, keys: &[&NixSecretKey]) -> KeyRegistry {
+    let log_key = state.lock().unwrap().key.clone();
+    let mut r = KeyRegistry::new(log_key.verifier_key());
+    for (i, k) in keys.iter().enumerate() {
+        r.apply(i as u64, &KeyEvent::register(k.public_key(), 0, &log_key))
+            .unwrap();
+    }
+    r
+}
+
 fn checkpoint_of(state: &Arc<Mutex<FakeState>>) -> Checkpoint {
     let s = state.lock().unwrap();
     Checkpoint::new(
@@ -241,8 +255,9 @@ fn only_new_claims_of_trusted_keys_are_proven_and_a_decision_is_brought_forward(
         ];
     }
     let t = trust(&[&a, &b], 2);
+    let r = registry(&state, &[&a, &b]);
     let cp = checkpoint_of(&state);
-    let (proven, proofs) = prove_path(&log, &t, HASH, &cp, None).unwrap();
+    let (proven, proofs) = prove_path(&log, &t, &r, HASH, &cp, None).unwrap();
     assert_eq!(
         (proofs, proofs_asked(&state)),
         (1, 1),
@@ -250,7 +265,7 @@ fn only_new_claims_of_trusted_keys_are_proven_and_a_decision_is_brought_forward(
     );
     assert_eq!(proven.entries.len(), 1);
     assert_eq!(proven.scanned_to, 5);
-    let d = decision_of(&t, HASH, &proven).unwrap();
+    let d = decision_of(&t, &r, HASH, &proven).unwrap();
     assert_eq!(
         d.outcome,
         Outcome::QuorumNotMet {
@@ -263,7 +278,7 @@ fn only_new_claims_of_trusted_keys_are_proven_and_a_decision_is_brought_forward(
     // b logs the same claim: only the events after the old checkpoint are looked up.
     state.lock().unwrap().entries.push(entry(&b, &p, 1));
     let cp2 = checkpoint_of(&state);
-    let (proven2, proofs) = prove_path(&log, &t, HASH, &cp2, Some(&proven)).unwrap();
+    let (proven2, proofs) = prove_path(&log, &t, &r, HASH, &cp2, Some(&proven)).unwrap();
     assert_eq!(proofs, 1);
     let requests = state.lock().unwrap().requests.clone();
     assert!(
@@ -274,18 +289,25 @@ fn only_new_claims_of_trusted_keys_are_proven_and_a_decision_is_brought_forward(
         !requests.iter().any(|r| r.contains("index=1&")),
         "{requests:?}"
     );
-    let d = decision_of(&t, HASH, &proven2).unwrap();
+    let d = decision_of(&t, &r, HASH, &proven2).unwrap();
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.builders[1].index, Some(5));
 
     // Nothing logged: only the hash part is known.
-    let none = decision_of(&t, "2223456789abcdfghijklmnpqrsvwxyz", &Default::default()).unwrap();
+    let none = decision_of(
+        &t,
+        &r,
+        "2223456789abcdfghijklmnpqrsvwxyz",
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(none.outcome, Outcome::NotLogged);
     assert_eq!(
         none.store_path,
         "/nix/store/2223456789abcdfghijklmnpqrsvwxyz"
     );
-    let (empty, _) = prove_path(&log, &t, "2223456789abcdfghijklmnpqrsvwxyz", &cp2, None).unwrap();
+    let (empty, _) =
+        prove_path(&log, &t, &r, "2223456789abcdfghijklmnpqrsvwxyz", &cp2, None).unwrap();
     assert!(empty.entries.is_empty());
 }
 
@@ -297,10 +319,11 @@ fn a_lying_log_denies() {
     let p = path(HASH, "hello");
     state.lock().unwrap().entries = vec![entry(&a, &p, 1)];
     let t = trust(&[&a], 1);
+    let r = registry(&state, &[&a]);
     let cp = checkpoint_of(&state);
 
     state.lock().unwrap().bad_proofs = true;
-    let err = prove_path(&log, &t, HASH, &cp, None).unwrap_err();
+    let err = prove_path(&log, &t, &r, HASH, &cp, None).unwrap_err();
     assert!(
         matches!(&err, Failure::Proof(m) if m.contains("not proven")),
         "{err:?}"
@@ -312,7 +335,7 @@ fn a_lying_log_denies() {
     forged.nar_hash = NixHash([7; 32]);
     state.lock().unwrap().entries.push(forged.encode().unwrap());
     let cp = checkpoint_of(&state);
-    let err = prove_path(&log, &t, HASH, &cp, None).unwrap_err();
+    let err = prove_path(&log, &t, &r, HASH, &cp, None).unwrap_err();
     assert!(
         matches!(&err, Failure::Proof(m) if m.contains("does not verify")),
         "{err:?}"
@@ -320,21 +343,21 @@ fn a_lying_log_denies() {
 
     // A checkpoint it does not cover yet is what counts: a later entry is not looked at.
     let cp1 = Checkpoint::new(&cp.origin, 1, state.lock().unwrap().tree(1).root());
-    assert!(prove_path(&log, &t, HASH, &cp1, None).is_ok());
+    assert!(prove_path(&log, &t, &r, HASH, &cp1, None).is_ok());
 
     // Two store paths with one hash part among trusted claims.
     state.lock().unwrap().entries = vec![entry(&a, &p, 1), entry(&a, &path(HASH, "evil"), 1)];
     let cp = checkpoint_of(&state);
-    let (proven, _) = prove_path(&log, &t, HASH, &cp, None).unwrap();
+    let (proven, _) = prove_path(&log, &t, &r, HASH, &cp, None).unwrap();
     assert!(matches!(
-        decision_of(&t, HASH, &proven),
+        decision_of(&t, &r, HASH, &proven),
         Err(Failure::Ambiguous(_))
     ));
 
     // Unreachable.
     let dead = LogClient::new("http://127.0.0.1:9", Duration::from_secs(1)).unwrap();
     assert!(matches!(
-        prove_path(&dead, &t, HASH, &cp, None),
+        prove_path(&dead, &t, &r, HASH, &cp, None),
         Err(Failure::Log(_))
     ));
 }

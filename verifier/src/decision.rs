@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::entry::Entry;
 use crate::nix::{NixPublicKey, StorePath};
+use crate::registry::KeyRegistry;
 
 /// Limits well above any real trust file, so that a file cannot cost unbounded work.
 const MAX_BUILDERS: usize = 1024;
@@ -261,6 +262,44 @@ pub struct Decision {
     pub builders: Vec<BuilderClaim>,
 }
 
+/// The listed builder (its position in the trust file) that a signature by `key` logged at
+/// `index` counts for: the one whose key serves the same builder identity in the log's
+/// registry, so that a key the builder rotated to counts as the builder. `None` when the key
+/// could not sign at that index (never registered, retired before it, revoked as of it) or
+/// serves no listed builder.
+pub fn listed_builder(
+    trust: &Trust,
+    registry: &KeyRegistry,
+    key: &NixPublicKey,
+    index: u64,
+) -> Option<usize> {
+    let status = registry.status(key, index);
+    let identity = status.identity()?;
+    trust
+        .builders
+        .iter()
+        .position(|b| registry.identity_of_key(&b.key) == Some(identity))
+}
+
+/// The entries as [`decide`] counts them under the log's registry: each entry that counts
+/// for a listed builder ([`listed_builder`]) under that builder's listed key, the others
+/// dropped.
+pub fn by_identity(
+    trust: &Trust,
+    registry: &KeyRegistry,
+    entries: &[(u64, Entry)],
+) -> Vec<(u64, Entry)> {
+    entries
+        .iter()
+        .filter_map(|(index, entry)| {
+            let pos = listed_builder(trust, registry, &entry.builder, *index)?;
+            let mut counted = entry.clone();
+            counted.builder = trust.builders[pos].key.clone();
+            Some((*index, counted))
+        })
+        .collect()
+}
+
 /// Decides a path from its logged entries (`(index, entry)`, each already proven and its
 /// signature checked), counting only entries signed by listed builders' keys. Builders are
 /// counted as identities: a builder that logged a claim twice counts once, and one that
@@ -464,6 +503,43 @@ mod tests {
         assert!(decide(&t, &path(), &[(0, a_built), (1, built)]).allowed);
         text.push_str("require built\n");
         assert_eq!(Trust::parse(&text).unwrap_err().line, 5);
+    }
+
+    /// Under the log's registry a rotated key counts as its builder, never as a second
+    /// one, and a signature its key could not make at its index counts for no one.
+    #[test]
+    fn builders_are_identities_of_the_registry() {
+        use crate::key_event::KeyEvent;
+        let op = crate::note::SignerKey::from_seed("example.org/log", [9; 32]).unwrap();
+        let (a1, a2, b) = (key("a-1", 1), key("a-2", 2), key("b", 3));
+        let mut registry = KeyRegistry::new(op.verifier_key());
+        registry
+            .apply(0, &KeyEvent::register(a1.public_key(), 0, &op))
+            .unwrap();
+        registry
+            .apply(1, &KeyEvent::register(b.public_key(), 1, &op))
+            .unwrap();
+        registry
+            .apply(3, &KeyEvent::rotate(op.name(), &a1, &a2))
+            .unwrap();
+        let t = trust(2, "deny", &[&a1, &b]);
+        // a-1 and its successor a-2 agree: one builder, short of the quorum of two.
+        let one = [(2, entry(&a1, 1)), (4, entry(&a2, 1))];
+        let counted = by_identity(&t, &registry, &one);
+        assert_eq!(counted.len(), 2);
+        assert!(counted.iter().all(|(_, e)| e.builder == a1.public_key()));
+        assert!(!decide(&t, &path(), &counted).allowed);
+        // With b, two builders agree.
+        let two = [(2, entry(&a1, 1)), (4, entry(&a2, 1)), (5, entry(&b, 1))];
+        assert!(decide(&t, &path(), &by_identity(&t, &registry, &two)).allowed);
+        // a-1 after its retirement, and a-2 before its rotation, count for no one.
+        let void = [(4, entry(&a1, 2)), (2, entry(&a2, 2))];
+        assert!(by_identity(&t, &registry, &void).is_empty());
+        // b revoked as of 5: its signature at 5 no longer counts.
+        registry
+            .apply(6, &KeyEvent::revoke_by_key(op.name(), &b, 5))
+            .unwrap();
+        assert!(!decide(&t, &path(), &by_identity(&t, &registry, &two)).allowed);
     }
 
     #[test]

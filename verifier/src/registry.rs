@@ -457,6 +457,13 @@ impl KeyRegistry {
         self.keys.values().filter(move |r| r.key.name == name)
     }
 
+    /// The identity `key` serves, if the log ever registered it.
+    pub fn identity_of_key(&self, key: &NixPublicKey) -> Option<&str> {
+        self.keys
+            .get(key.key.as_bytes())
+            .map(|r| r.identity.as_str())
+    }
+
     /// The identity that keys named `name` serve, if any key of that name was registered.
     pub fn identity_of_name(&self, name: &str) -> Option<&str> {
         self.names.get(name).map(String::as_str)
