@@ -5,8 +5,9 @@ use std::io::Read;
 use std::time::Duration;
 
 use reprolog_verifier::api::{
-    decode_proof, AttestationsAnswer, BuildersAnswer, ConsistencyProof, InclusionProof,
-    KeyEventAnswer, KeyEventPage, LoggedEntry, PathPage, SubmitAnswer, PATH_PAGE_MAX,
+    decode_proof, AttestationsAnswer, BuildersAnswer, CheckpointPage, ConsistencyProof,
+    InclusionProof, KeyEventAnswer, KeyEventPage, LoggedEntry, PathPage, SubmitAnswer,
+    PATH_PAGE_MAX,
 };
 use reprolog_verifier::dsse::Envelope;
 use reprolog_verifier::merkle::Hash;
@@ -241,6 +242,33 @@ impl LogClient {
             match page.next {
                 None => return Ok(page.log_key),
                 Some(next) => after = Some(next),
+            }
+        }
+    }
+
+    /// Calls `each` with every checkpoint the log published and keeps, smallest first,
+    /// following the pages. The notes are unverified.
+    pub fn for_each_checkpoint<E: From<ClientError>>(
+        &self,
+        mut each: impl FnMut(String) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut after = 0;
+        loop {
+            let path = format!("/api/v1/checkpoints?limit={PATH_PAGE_MAX}&after={after}");
+            let page: CheckpointPage = self.get_typed(&path)?;
+            for note in page.checkpoints {
+                each(note)?;
+            }
+            match page.next {
+                Some(next) if next > after => after = next,
+                Some(_) => {
+                    return Err(ClientError::BadResponse {
+                        url: format!("{}{path}", self.base),
+                        message: "the page cursor does not move forward".into(),
+                    }
+                    .into())
+                }
+                None => return Ok(()),
             }
         }
     }

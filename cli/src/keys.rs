@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use reprolog_verifier::dating::{parse_rfc3339, rfc3339, DatedCheckpoint, Timeline};
 use reprolog_verifier::key_event::{KeyAction, KeyEvent, Revoker};
 use reprolog_verifier::keyfile;
 use reprolog_verifier::nix::{NixPublicKey, NixSecretKey};
@@ -96,6 +97,21 @@ impl Session {
         Ok((index, registry))
     }
 
+    /// The log's published checkpoints that satisfy the policy and carry a cosignature
+    /// time, as a timeline. Checkpoints that do not satisfy it date nothing.
+    fn timeline(&self) -> Result<Timeline> {
+        let mut dated = Vec::new();
+        self.client.for_each_checkpoint(|note| -> Result<()> {
+            if let Ok(t) = self.policy.verify_checkpoint(note.as_bytes()) {
+                if t.checkpoint.origin == self.origin() {
+                    dated.extend(DatedCheckpoint::of(&t));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Timeline::new(dated))
+    }
+
     fn proven_in(&self) -> String {
         format!(
             "proven in checkpoint {} cosigned by {}",
@@ -168,10 +184,14 @@ pub fn revoke(
     let mut session = Session::open(policy, log)?;
     let as_of = match (as_of, as_of_time) {
         (Some(i), None) => i,
-        (None, Some(_)) => bail!(
-            "--as-of-time needs the log's signed checkpoint history, which this log does not \
-             serve; give --as-of INDEX (the index of the first signature to void)"
-        ),
+        (None, Some(time)) => {
+            let time = parse_rfc3339(time)
+                .with_context(|| format!("--as-of-time {time}: not YYYY-MM-DDTHH:MM:SSZ"))?;
+            // Everything below it was in a checkpoint a witness cosigned before `time`.
+            let index = session.timeline()?.first_index_at(time);
+            println!("--as-of-time {}: index {index}", rfc3339(time));
+            index
+        }
         _ => bail!("give one of --as-of INDEX and --as-of-time TIME"),
     };
     let (event, key) = match &revoking {
@@ -224,6 +244,10 @@ struct HistoryLine {
     revoked_by: Option<&'static str>,
     /// The builder identity the key serves.
     builder: String,
+    /// When it was logged at the latest: the earliest cosignature of the first checkpoint
+    /// that covers it (RFC 3339), when a witness cosigned one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logged_by: Option<String>,
 }
 
 /// The keys as they stand now.
@@ -246,6 +270,7 @@ struct History {
 pub fn history(policy: &Path, log: Option<&str>, name: Option<&str>, json: bool) -> Result<i32> {
     let session = Session::open(policy, log)?;
     let registry = session.registry()?;
+    let timeline = session.timeline()?;
     let identity_of = |k: &NixPublicKey| {
         registry
             .records()
@@ -283,6 +308,7 @@ pub fn history(policy: &Path, log: Option<&str>, name: Option<&str>, json: bool)
             as_of,
             revoked_by,
             builder: identity_of(key),
+            logged_by: timeline.logged_by(e.index).map(rfc3339),
         });
     }
     let keys: Vec<KeyNow> = registry
@@ -314,8 +340,12 @@ pub fn history(policy: &Path, log: Option<&str>, name: Option<&str>, json: bool)
             ),
             _ => name(&e.key),
         };
+        let when = e
+            .logged_by
+            .as_ref()
+            .map_or(String::new(), |t| format!(", logged by {t}"));
         println!(
-            "index {:<8} {:<15} {what}  (builder {})",
+            "index {:<8} {:<15} {what}  (builder {}{when})",
             e.index, e.kind, e.builder
         );
     }

@@ -290,8 +290,9 @@ enum KeysCommand {
         /// The first index whose signatures by the key are void.
         #[arg(long, value_name = "INDEX")]
         as_of: Option<u64>,
-        /// A time (RFC 3339) mapped to an index through the log's signed checkpoints, where
-        /// the log serves them.
+        /// A time, YYYY-MM-DDTHH:MM:SSZ: voids what may have been logged at or after it, that
+        /// is, from the size of the largest checkpoint a witness of the policy cosigned before
+        /// it (from the log's published checkpoints, `GET /api/v1/checkpoints`).
         #[arg(long, value_name = "TIME")]
         as_of_time: Option<String>,
     },

@@ -13,9 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use reprolog_verifier::api::{
-    AttestationsAnswer, BuilderInfo, BuildersAnswer, ConsistencyProof, ErrorAnswer, InclusionProof,
-    KeyEventAnswer, KeyEventPage, LoggedEntry, NarinfoResult, PathPage, SignatureStatus,
-    SubmitAnswer, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
+    AttestationsAnswer, BuilderInfo, BuildersAnswer, CheckpointPage, ConsistencyProof, ErrorAnswer,
+    InclusionProof, KeyEventAnswer, KeyEventPage, LoggedEntry, NarinfoResult, PathPage,
+    SignatureStatus, SubmitAnswer, PATH_PAGE_BYTES, PATH_PAGE_DEFAULT, PATH_PAGE_MAX,
 };
 use reprolog_verifier::merkle;
 use reprolog_verifier::nix::nix32;
@@ -81,6 +81,7 @@ pub fn router<S: LogStore>(state: Shared<S>, body_limit: usize) -> Router {
             "/api/v1/keys",
             get(key_events::<S>).post(submit_key_event::<S>),
         )
+        .route("/api/v1/checkpoints", get(checkpoints::<S>))
         .route("/metrics", get(metrics::<S>))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -360,6 +361,53 @@ async fn submit_key_event<S: LogStore>(
             "the sequencer gave no answer",
         )),
     }
+}
+
+#[derive(Deserialize)]
+struct CheckpointQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/checkpoints?after=SIZE&limit=`: the published checkpoints of sizes above
+/// `after`, as they were served.
+async fn checkpoints<S: LogStore>(
+    State(state): State<Shared<S>>,
+    Query(q): Query<CheckpointQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(PATH_PAGE_DEFAULT);
+    if !(1..=PATH_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {PATH_PAGE_MAX}"
+        )));
+    }
+    let store = Arc::clone(&state.store);
+    let (notes, more) =
+        blocking(move || Ok(store.checkpoints(q.after.unwrap_or(0), limit)?)).await?;
+    let checkpoints: Vec<String> = notes
+        .into_iter()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect();
+    // The cursor is the last note's size, read from its own text.
+    let next = match (more, checkpoints.last()) {
+        (true, Some(last)) => Some(checkpoint_size(last).ok_or_else(|| {
+            ApiError::from(StoreError::Corrupt(
+                "a stored checkpoint does not parse".into(),
+            ))
+        })?),
+        _ => None,
+    };
+    Ok(Json(CheckpointPage { checkpoints, next }).into_response())
+}
+
+/// The size a signed checkpoint note names.
+fn checkpoint_size(note: &str) -> Option<u64> {
+    let note = reprolog_verifier::note::Note::parse(note.as_bytes()).ok()?;
+    Some(
+        reprolog_verifier::checkpoint::Checkpoint::parse(note.text())
+            .ok()?
+            .size,
+    )
 }
 
 /// `GET /api/v1/keys?after=&limit=`: the log's key events, in index order.

@@ -45,7 +45,7 @@ fn sign<S: LogStore>(store: &S, key: &SignerKey, size: u64) -> Result<(Checkpoin
 /// Durably saves a signed checkpoint; only then may it be published.
 fn save<S: LogStore>(store: &S, checkpoint: Checkpoint, note: &Note) -> Result<Published> {
     let note = note.encode();
-    store.save_checkpoint(note.as_bytes())?;
+    store.save_checkpoint(checkpoint.size, note.as_bytes())?;
     Ok(Published { checkpoint, note })
 }
 
@@ -269,7 +269,7 @@ mod tests {
         let forged = Checkpoint::new(key.name(), 10, [9; 32]);
         let mut bad = Note::new(&forged.to_text()).unwrap();
         bad.sign(&key);
-        store.save_checkpoint(bad.encode().as_bytes()).unwrap();
+        store.save_checkpoint(10, bad.encode().as_bytes()).unwrap();
         let err = resume(&store, &key).unwrap_err().to_string();
         assert!(err.contains("does not match the last checkpoint"), "{err}");
 
@@ -278,14 +278,16 @@ mod tests {
         ahead.size = 11;
         let mut note = Note::new(&ahead.to_text()).unwrap();
         note.sign(&key);
-        store.save_checkpoint(note.encode().as_bytes()).unwrap();
+        store.save_checkpoint(11, note.encode().as_bytes()).unwrap();
         assert!(resume(&store, &key)
             .unwrap_err()
             .to_string()
             .contains("only 10 entries"));
         let other = SignerKey::from_seed("example.com/log", [2; 32]).unwrap();
         let (_, foreign) = sign(&store, &other, 10).unwrap();
-        store.save_checkpoint(foreign.encode().as_bytes()).unwrap();
+        store
+            .save_checkpoint(10, foreign.encode().as_bytes())
+            .unwrap();
         assert!(resume(&store, &key).is_err());
     }
 }

@@ -286,8 +286,15 @@ mod tests {
         fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
             self.store.checkpoint()
         }
-        fn save_checkpoint(&self, note: &[u8]) -> Result<(), StoreError> {
-            self.store.save_checkpoint(note)
+        fn save_checkpoint(&self, size: u64, note: &[u8]) -> Result<(), StoreError> {
+            self.store.save_checkpoint(size, note)
+        }
+        fn checkpoints(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+            self.store.checkpoints(after, limit)
         }
         fn disk_bytes(&self) -> Result<u64, StoreError> {
             self.store.disk_bytes()

@@ -264,3 +264,103 @@ fn rotation_resigning_and_a_stolen_key_revoked_as_of_an_index() {
         assert!(history.contains(line), "{history}");
     }
 }
+
+/// With a witness, every key event is dated by the cosignature of the first checkpoint that
+/// covers it, and a revocation can name a time: what may have been logged at or after it is
+/// void, what a witness saw before it stays.
+#[test]
+fn key_history_is_dated_by_cosigned_checkpoints_and_revocations_can_name_a_time() {
+    use reprolog_tests::Witness;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (k1, p1) = nix_key(d, "timed-1");
+    let log_dir = d.join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    reprolog_tests::write_builders(&log_dir, std::slice::from_ref(&p1));
+    let log_vkey = Server::start(&log_dir, &["--origin", "example.com/keys"]).verifier_key();
+    let w_dir = d.join("witness");
+    std::fs::create_dir_all(&w_dir).unwrap();
+    std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).unwrap();
+    let witness = Witness::start(&w_dir, &["--name", "example.com/w"]);
+    std::fs::write(
+        d.join("log-policy"),
+        format!("witness w {} {}\n", witness.verifier_key(), witness.url),
+    )
+    .unwrap();
+    let server = Server::start(
+        &log_dir,
+        &[
+            "--policy",
+            d.join("log-policy").to_str().unwrap(),
+            "--checkpoint-interval-ms",
+            "50",
+        ],
+    );
+    let policy = d.join("policy");
+    std::fs::write(
+        &policy,
+        format!(
+            "log {log_vkey} {}\nwitness w {}\nquorum w\n",
+            server.url,
+            witness.verifier_key()
+        ),
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+
+    // Two signatures, a second apart, each cosigned before the next.
+    let (dep, top) = build_pair(d, "keys-timed");
+    let cache = d.join("cache");
+    copy_signed(&cache, &k1, &[&dep]);
+    ingest(&server, &cache);
+    let first = index_of(&server, &dep, "timed-1");
+    server.wait_for_checkpoint(first + 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    copy_signed(&cache, &k1, &[&top]);
+    ingest(&server, &cache);
+    let second = index_of(&server, &top, "timed-1");
+    server.wait_for_checkpoint(second + 1);
+
+    let history = json(&reprolog(&[
+        "keys", "history", "--policy", policy, "--json",
+    ]));
+    let registered = &history["events"][0];
+    assert_eq!(registered["kind"], "key-register", "{history}");
+    let logged_by = registered["logged_by"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{history}"));
+    assert!(
+        logged_by.ends_with('Z') && logged_by.len() == 20,
+        "{logged_by}"
+    );
+
+    // Revoked as of a time between the two: the first signature keeps its value.
+    let time = reprolog_verifier::dating::rfc3339(between);
+    let out = ok(reprolog(&[
+        "keys",
+        "revoke",
+        "--policy",
+        policy,
+        "--key-file",
+        &k1,
+        "--as-of-time",
+        &time,
+    ]));
+    assert!(
+        out.contains(&format!("as of index {}", first + 1)),
+        "{out}\nfirst {first}, second {second}"
+    );
+    let verify = |path: &str| {
+        let narinfo = narinfo_path(&cache, path);
+        reprolog(&["verify", "--policy", policy, narinfo.to_str().unwrap()])
+            .status
+            .code()
+    };
+    assert_eq!(verify(&dep), Some(0));
+    assert_eq!(verify(&top), Some(1));
+}

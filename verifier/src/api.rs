@@ -194,6 +194,19 @@ impl KeyEventPage {
     }
 }
 
+/// One page of the checkpoints the log published (`GET /api/v1/checkpoints?after=SIZE`), each
+/// as it was served, signed and cosigned: smallest size first, all of sizes above `after`.
+/// A client verifies each against its policy; the cosignatures' timestamps are what dates
+/// an entry (the first checkpoint that covers it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPage {
+    /// Signed notes (C2SP tlog-checkpoint), as text.
+    pub checkpoints: Vec<String>,
+    /// Present when more follow: ask again with `after` set to this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
 /// The answer to an accepted key event (`POST /api/v1/keys`, 200).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyEventAnswer {

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dating::{parse_rfc3339, rfc3339};
 use crate::dsse::{DsseError, Envelope, Verified, IN_TOTO_PAYLOAD_TYPE};
 use crate::nix::narinfo::NixHash;
 use crate::nix::store_path::check_base_name;
@@ -293,68 +294,6 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     }
     Some(out)
 }
-
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian), and back: Howard Hinnant's
-/// `days_from_civil`, so that times need no date crate.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC, whole seconds).
-fn rfc3339(unix: u64) -> String {
-    let secs = i64::try_from(unix).unwrap_or(i64::MAX / 2);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 20 || [b[4], b[7], b[10], b[13], b[16], b[19]] != *b"--T::Z" {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let digits = s.get(r)?;
-        digits
-            .bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| digits.parse().ok())?
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
-        return None;
-    }
-    let days = days_from_civil(y, m, d);
-    // A day past the month's end would not read back the same.
-    if civil_from_days(days) != (y, m, d) {
-        return None;
-    }
-    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

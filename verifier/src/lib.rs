@@ -8,6 +8,7 @@
 //! - [`note`]: C2SP signed-note keys and notes;
 //! - [`checkpoint`]: C2SP tlog-checkpoint;
 //! - [`cosignature`]: C2SP tlog-cosignature (cosignature/v1);
+//! - [`dating`]: when entries were logged, from their checkpoints' cosignatures;
 //! - [`tiles`]: C2SP tlog-tiles paths and entry bundles;
 //! - [`proof`]: C2SP tlog-proof receipts;
 //! - [`nix`]: nix32, store paths, narinfo, keys and the signing fingerprint;
@@ -38,6 +39,7 @@ pub mod attestation;
 pub mod checkpoint;
 pub mod compare;
 pub mod cosignature;
+pub mod dating;
 pub mod decision;
 pub mod dsse;
 pub mod entry;

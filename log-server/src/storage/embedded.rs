@@ -46,6 +46,7 @@ const SIZE_KEY: &[u8] = b"size";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const BUILDER_PREFIX: &[u8] = b"builder:";
 const KEY_EVENT_PREFIX: &[u8] = b"key-event:";
+const CHECKPOINT_PREFIX: &[u8] = b"checkpoint-at:";
 const HASH_BYTES: u64 = 32;
 /// Levels from here up are kept in memory: every proof reads one node of each, and they
 /// are few (two for every 2^CACHED_FROM entries, 0.06 bytes an entry).
@@ -554,10 +555,29 @@ impl LogStore for EmbeddedStore {
             .map(|v| v.to_vec()))
     }
 
-    fn save_checkpoint(&self, note: &[u8]) -> Result<(), StoreError> {
-        self.index.insert(CHECKPOINT_KEY, note).map_err(engine)?;
+    fn save_checkpoint(&self, size: u64, note: &[u8]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(CHECKPOINT_KEY, note);
+        batch.insert([CHECKPOINT_PREFIX, &size.to_be_bytes()].concat(), note);
+        self.index.apply_batch(batch).map_err(engine)?;
         self.index.flush().map_err(engine)?;
         Ok(())
+    }
+
+    fn checkpoints(&self, after: u64, limit: usize) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let start = [CHECKPOINT_PREFIX, &after.saturating_add(1).to_be_bytes()].concat();
+        let mut notes = Vec::new();
+        for kv in self.index.range(start..) {
+            let (k, v) = kv.map_err(engine)?;
+            if !k.starts_with(CHECKPOINT_PREFIX) {
+                break;
+            }
+            if notes.len() == limit {
+                return Ok((notes, true));
+            }
+            notes.push(v.to_vec());
+        }
+        Ok((notes, false))
     }
 
     fn disk_bytes(&self) -> Result<u64, StoreError> {
@@ -769,11 +789,22 @@ pub(crate) mod tests {
             size += n;
             check(&store, size);
         }
-        store.save_checkpoint(b"note").unwrap();
+        store.save_checkpoint(size - 300, b"older").unwrap();
+        store.save_checkpoint(size, b"note").unwrap();
         drop(store);
         let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
         check(&store, size);
         assert_eq!(store.checkpoint().unwrap().unwrap(), b"note");
+        let both = (vec![b"older".to_vec(), b"note".to_vec()], false);
+        assert_eq!(store.checkpoints(0, 10).unwrap(), both);
+        assert_eq!(
+            store.checkpoints(0, 1).unwrap(),
+            (vec![b"older".to_vec()], true)
+        );
+        assert_eq!(
+            store.checkpoints(size - 300, 10).unwrap(),
+            (vec![b"note".to_vec()], false)
+        );
         append(&store, size..size + 77);
         check(&store, size + 77);
     }

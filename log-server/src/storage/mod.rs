@@ -201,8 +201,13 @@ pub trait LogStore: HashReader<Error = StoreError> + PathIndex + Send + Sync + '
     fn key_events(&self, after: Option<u64>, limit: usize) -> Result<(Vec<u64>, bool), StoreError>;
     /// The latest signed checkpoint note, if any.
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Durably records a signed checkpoint note.
-    fn save_checkpoint(&self, note: &[u8]) -> Result<(), StoreError>;
+    /// Durably records a signed checkpoint note of a tree of `size` entries as the latest,
+    /// and in the history of published checkpoints (one per size: a note saved again for a
+    /// size, with more cosignatures, replaces the earlier one).
+    fn save_checkpoint(&self, size: u64, note: &[u8]) -> Result<(), StoreError>;
+    /// Published checkpoint notes of sizes above `after`, smallest first, at most `limit`, and
+    /// whether more follow.
+    fn checkpoints(&self, after: u64, limit: usize) -> Result<(Vec<Vec<u8>>, bool), StoreError>;
     /// Bytes the store occupies on disk.
     fn disk_bytes(&self) -> Result<u64, StoreError>;
 }
