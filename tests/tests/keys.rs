@@ -364,3 +364,106 @@ fn key_history_is_dated_by_cosigned_checkpoints_and_revocations_can_name_a_time(
     assert_eq!(verify(&dep), Some(0));
     assert_eq!(verify(&top), Some(1));
 }
+
+/// Serves a log of `entries` as tiles with a checkpoint signed by `key`: a log that shows
+/// what the real server would never log.
+fn lying_log(key: reprolog_verifier::note::SignerKey, entries: Vec<Vec<u8>>) -> String {
+    use reprolog_verifier::checkpoint::Checkpoint;
+    use reprolog_verifier::merkle::MemoryTree;
+    use reprolog_verifier::note::Note;
+    use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath};
+    use std::io::{BufRead, BufReader, Write};
+    let mut tree = MemoryTree::new();
+    for e in &entries {
+        tree.push(reprolog_verifier::merkle::leaf_hash(e));
+    }
+    let size = entries.len() as u64;
+    let mut note = Note::new(&Checkpoint::new(key.name(), size, tree.root()).to_text()).unwrap();
+    note.sign(&key);
+    let checkpoint = note.encode();
+    let bundle = TilePath {
+        kind: TileKind::Entries,
+        index: 0,
+        width: size as u16,
+    };
+    let (bundle_path, bundle) = (format!("/{bundle}"), encode_bundle(&entries).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let target = line.split(' ').nth(1).unwrap_or("/");
+            let (status, body) = match target {
+                "/checkpoint" => (200, checkpoint.as_bytes().to_vec()),
+                t if t == bundle_path => (200, bundle.clone()),
+                _ => (404, Vec::new()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    url
+}
+
+/// A registry entry not signed as required makes `monitor` fail and say which and why:
+/// a registration signed by another key than the log's, and a rotation whose new key did
+/// not sign.
+#[test]
+fn a_forged_key_event_makes_the_monitor_fail_and_say_why() {
+    use reprolog_verifier::key_event::KeyEvent;
+    use reprolog_verifier::nix::NixSecretKey;
+    use reprolog_verifier::note::SignerKey;
+    let log_key = SignerKey::from_seed("example.com/lying", [5; 32]).unwrap();
+    let impostor = SignerKey::from_seed("example.com/lying", [6; 32]).unwrap();
+    let (one, two, thief) = (
+        NixSecretKey::from_seed("b-1", [1; 32]),
+        NixSecretKey::from_seed("b-2", [2; 32]),
+        NixSecretKey::from_seed("b-2", [3; 32]),
+    );
+    let register = KeyEvent::register(one.public_key(), 0, &log_key).encode();
+    let forged_register = KeyEvent::register(two.public_key(), 1, &impostor).encode();
+    let mut half_rotation = KeyEvent::rotate(log_key.name(), &one, &two);
+    half_rotation.new_signature = Some(thief.sign_bytes(&half_rotation.signed_message()));
+    let dir = tempfile::tempdir().unwrap();
+    for (entries, why) in [
+        (
+            vec![register.clone(), forged_register],
+            "INVALID KEY EVENT at index 1: the operator's signature does not verify",
+        ),
+        (
+            vec![register.clone(), half_rotation.encode()],
+            "INVALID KEY EVENT at index 1: the new key's signature does not verify",
+        ),
+    ] {
+        let url = lying_log(log_key.clone(), entries);
+        let policy = dir.path().join("policy");
+        std::fs::write(
+            &policy,
+            format!("log {} {url}\nquorum none\n", log_key.verifier_key()),
+        )
+        .unwrap();
+        let state = dir.path().join(format!("{}.state", why.len()));
+        let out = reprolog(&[
+            "monitor",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--once",
+            "--state",
+            state.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        assert!(show(&out).contains(why), "{}", show(&out));
+    }
+}
