@@ -75,6 +75,7 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
         "BuildersAnswer",
         "KeyEventPage",
         "KeyEventAnswer",
+        "CheckpointPage",
     ] {
         let examples = blocks(&text, &format!("json {type_name}"));
         assert!(!examples.is_empty(), "no example of {type_name}");
@@ -106,6 +107,7 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
                 }
                 "KeyEventPage" => check_key_event_page(&round_trip::<KeyEventPage>(example)),
                 "KeyEventAnswer" => drop(round_trip::<KeyEventAnswer>(example)),
+                "CheckpointPage" => check_checkpoint_page(&round_trip::<CheckpointPage>(example)),
                 _ => unreachable!(),
             }
         }
@@ -129,6 +131,28 @@ fn every_json_example_in_the_api_spec_is_one_of_our_types() {
         all, typed,
         "every ```json block in spec/api.md names its type"
     );
+}
+
+/// Real checkpoints of the vectors' log, cosigned by the witness the page names: each
+/// satisfies a policy that requires the witness, and they date entries a minute apart.
+fn check_checkpoint_page(page: &reprolog_verifier::api::CheckpointPage) {
+    use reprolog_verifier::dating::{DatedCheckpoint, Timeline};
+    let policy = reprolog_verifier::policy::Policy::parse(&format!(
+        "log {}\nwitness w example.org/witness+e3ac402f+BEOnLnFEAXYt9mtowm373yaCquyfJHTspGE+QkoPuv08\nquorum w\n",
+        vector_log_key()
+    ))
+    .unwrap();
+    let dated: Vec<DatedCheckpoint> = page
+        .checkpoints
+        .iter()
+        .map(|note| {
+            DatedCheckpoint::of(&policy.verify_checkpoint(note.as_bytes()).unwrap()).unwrap()
+        })
+        .collect();
+    let timeline = Timeline::new(dated);
+    assert_eq!(timeline.logged_by(4), Some(1_796_284_800));
+    assert_eq!(timeline.logged_by(5), Some(1_796_284_860));
+    assert_eq!(timeline.first_index_at(1_796_284_830), 5);
 }
 
 /// The log of the key event vectors (spec/entry.md, "Key events"): `example.org/log`, seed 32
