@@ -849,7 +849,7 @@ mod tests {
         leaves(&cli, "reprolog".into(), &mut commands);
         assert_eq!(
             commands.len(),
-            13,
+            16,
             "the commands changed: check this test still sees them all"
         );
         for (path, cmd) in &commands {
