@@ -97,7 +97,10 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
     );
     // The rotation: builder-1's new key re-signed both paths, and hello is still reproduced
     // by two builders; then builder-2's revocation left its earlier signatures valid.
-    assert!(stdout.contains("rotated builder-1 to builder-1-v2"), "{all}");
+    assert!(
+        stdout.contains("rotated builder-1 to builder-1-v2"),
+        "{all}"
+    );
     assert!(stdout.contains("logged 2, duplicate 2"), "{all}");
     let hello_again = stdout
         .lines()
@@ -105,10 +108,16 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
         .nth(1)
         .unwrap_or_else(|| panic!("no second verdict for hello:\n{all}"));
     assert!(hello_again.ends_with(": reproduced"), "{all}");
-    assert!(stdout.contains("key builder-1-v2"), "the re-signature: {all}");
+    assert!(
+        stdout.contains("key builder-1-v2"),
+        "the re-signature: {all}"
+    );
     assert_eq!(stdout.matches("compare exit code: 2").count(), 2, "{all}");
     assert!(stdout.contains("revoked builder-2 as of index"), "{all}");
-    assert!(stdout.contains("key-rotate") && stdout.contains("key-revoke"), "{all}");
+    assert!(
+        stdout.contains("key-rotate") && stdout.contains("key-revoke"),
+        "{all}"
+    );
     // Builder keys are private.
     for b in ["builder-1", "builder-2", "builder-1-v2"] {
         let mode = std::fs::metadata(dir.path().join(format!("{b}.sec")))
