@@ -23,6 +23,7 @@
 //! - [`witness_request`]: the C2SP tlog-witness add-checkpoint body;
 //! - [`text`]: untrusted text made safe to print;
 //! - [`api`]: the JSON bodies of the log's HTTP API, shared by server and clients;
+//! - [`explorer_api`]: the JSON bodies of the explorer's research API;
 //! - `keyfile` (feature `server`): a server's data directory: secret key files with mode 0600,
 //!   public files written without following links, the directory's lock;
 //! - `locks` (feature `server`): the servers' one policy for a poisoned lock;
@@ -43,6 +44,7 @@ pub mod dating;
 pub mod decision;
 pub mod dsse;
 pub mod entry;
+pub mod explorer_api;
 pub mod key_event;
 #[cfg(feature = "server")]
 pub mod keyfile;

@@ -222,6 +222,11 @@ impl KeyRecord {
         }
     }
 
+    /// The first index whose signatures by the key are void, and why, once revoked.
+    pub fn void_from(&self) -> Option<(u64, &str)> {
+        self.void_from.as_ref().map(|(i, why)| (*i, why.as_str()))
+    }
+
     /// The key's status from now on.
     pub fn current_status(&self) -> KeyStatus {
         self.status(u64::MAX)

@@ -1,0 +1,321 @@
+//! The research API (`spec/explorer-api.md`): JSON over the index, read-only. Nothing a
+//! client sends changes the index.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use reprolog_verifier::api::ErrorAnswer;
+use reprolog_verifier::compare::{Claim, Summary, Verdict};
+use reprolog_verifier::dating::rfc3339;
+use reprolog_verifier::explorer_api::{
+    FollowState, FoundPath, IndexedBuilders, IndexedClaim, LogStatus, PathAnswer, ReportAnswer,
+    SearchAnswer, StatusAnswer,
+};
+use reprolog_verifier::nix::nix32;
+use reprolog_verifier::nix::store_path::HASH_PART_LEN;
+use reprolog_verifier::prometheus::{escape_label, header as metric_header};
+use serde::Deserialize;
+
+use crate::db::{self, ClaimRow, Db, DbError};
+
+/// The most store paths one report takes.
+pub const MAX_REPORT_PATHS: usize = 100_000;
+/// The largest report body: a `nix path-info -r` of that many paths.
+pub const MAX_REPORT_BYTES: usize = 16 << 20;
+/// Search results per page, at most.
+pub const SEARCH_PAGE_MAX: usize = 100;
+
+pub fn router(db: Arc<Db>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/paths/{hash}", get(path))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/builders", get(builders))
+        .route("/api/v1/report", post(report))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
+        .with_state(db)
+}
+
+/// An error answer, as JSON.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorAnswer {
+            error: self.1,
+            signatures: None,
+            first_reasons: Vec::new(),
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        tracing::error!("{e}");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "index error".into())
+    }
+}
+
+fn bad_request(why: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, why.into())
+}
+
+/// Runs a blocking read of the index off the async workers.
+async fn read<T: Send + 'static>(
+    db: &Arc<Db>,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let db = Arc::clone(db);
+    tokio::task::spawn_blocking(move || db.read(f))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+fn is_hash_part(s: &str) -> bool {
+    s.len() == HASH_PART_LEN && s.bytes().all(|b| nix32::ALPHABET.contains(&b))
+}
+
+/// The verdict over the claims that count.
+fn verdict(claims: &[ClaimRow]) -> Verdict {
+    let counted: Vec<Claim> = claims
+        .iter()
+        .filter(|c| c.void.is_none())
+        .map(|c| Claim {
+            builder: c.builder.clone(),
+            key: None,
+            nar_hash: c.nar_hash.clone(),
+            index: c.index,
+            kind: c.kind.clone(),
+        })
+        .collect();
+    Verdict::of(&counted)
+}
+
+fn indexed(c: ClaimRow) -> IndexedClaim {
+    IndexedClaim {
+        log: c.log,
+        index: c.index,
+        kind: c.kind,
+        builder: c.builder,
+        key: c.key_name,
+        nar_hash: c.nar_hash,
+        nar_size: c.nar_size,
+        references: c.references,
+        deriver: c.deriver,
+        logged_at: c.logged_at.map(rfc3339),
+        void: c.void,
+    }
+}
+
+async fn status(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
+    let rows = {
+        let db = Arc::clone(&db);
+        tokio::task::spawn_blocking(move || db.logs())
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
+    };
+    let logs = rows
+        .into_iter()
+        .map(|r| LogStatus {
+            origin: r.origin,
+            url: r.url,
+            verified_size: r.size,
+            checkpoint: r.checkpoint,
+            cosigned_by: r
+                .cosigned_by
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            state: if r.stopped.is_some() {
+                FollowState::Stopped
+            } else {
+                FollowState::Following
+            },
+            reason: r.stopped.or(r.last_error),
+        })
+        .collect();
+    Ok(Json(StatusAnswer { logs }).into_response())
+}
+
+async fn path(State(db): State<Arc<Db>>, Path(hash): Path<String>) -> Result<Response, ApiError> {
+    let hash = hash.strip_suffix(".json").unwrap_or(&hash).to_owned();
+    if !is_hash_part(&hash) {
+        return Err(bad_request("a store path hash part is 32 nix32 characters"));
+    }
+    let claims = read(&db, move |conn| db::claims_of(conn, &hash)).await?;
+    let Some(store_path) = claims.first().map(|c| c.store_path.clone()) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no claim about that store path in the followed logs".into(),
+        ));
+    };
+    Ok(Json(PathAnswer {
+        store_path,
+        verdict: verdict(&claims),
+        claims: claims.into_iter().map(indexed).collect(),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn search(
+    State(db): State<Arc<Db>>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, ApiError> {
+    let q = query.q.unwrap_or_default();
+    if q.is_empty() || q.len() > 200 || q.chars().any(char::is_control) {
+        return Err(bad_request(
+            "q: a store path name or hash prefix, 1 to 200 characters",
+        ));
+    }
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=SEARCH_PAGE_MAX).contains(&limit) {
+        return Err(bad_request(format!(
+            "limit must be from 1 to {SEARCH_PAGE_MAX}"
+        )));
+    }
+    let after = query.after.unwrap_or_default();
+    let answer = read(&db, move |conn| {
+        let (found, more) = db::search(conn, &q, &after, limit)?;
+        let mut paths = Vec::with_capacity(found.len());
+        for (store_path, hash) in found {
+            let claims = db::claims_of(conn, &hash)?;
+            paths.push(FoundPath {
+                store_path,
+                verdict: verdict(&claims),
+            });
+        }
+        let next = more
+            .then(|| paths.last().map(|p| p.store_path.clone()))
+            .flatten();
+        Ok(SearchAnswer { paths, next })
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn builders(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
+    let builders = read(&db, db::builders).await?;
+    Ok(Json(IndexedBuilders { builders }).into_response())
+}
+
+/// The store paths a report body names: one per line, the first word of each (as `nix
+/// path-info -r` prints them, sizes after the path with `-s`).
+fn report_paths(body: &str) -> Result<Vec<String>, ApiError> {
+    let paths: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    if paths.is_empty() {
+        return Err(bad_request("the body names no store path"));
+    }
+    if paths.len() > MAX_REPORT_PATHS {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} store paths in one report; at most {MAX_REPORT_PATHS}",
+                paths.len()
+            ),
+        ));
+    }
+    for p in &paths {
+        let base = p.rsplit('/').next().unwrap_or(p);
+        if !base.get(..HASH_PART_LEN).is_some_and(is_hash_part) {
+            return Err(bad_request(format!(
+                "{} is not a store path",
+                reprolog_verifier::text::printable(p)
+            )));
+        }
+    }
+    Ok(paths)
+}
+
+async fn report(State(db): State<Arc<Db>>, body: Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8"))?;
+    let paths = report_paths(text)?;
+    let answer = read(&db, move |conn| {
+        let mut found = Vec::with_capacity(paths.len());
+        for p in paths {
+            let base = p.rsplit('/').next().unwrap_or(&p);
+            let claims = db::claims_of(conn, &base[..HASH_PART_LEN])?;
+            found.push(FoundPath {
+                store_path: claims.first().map_or(p.clone(), |c| c.store_path.clone()),
+                verdict: verdict(&claims),
+            });
+        }
+        let summary = Summary::of(
+            &found
+                .iter()
+                .map(|f| reprolog_verifier::compare::PathVerdict {
+                    store_path: f.store_path.clone(),
+                    verdict: f.verdict,
+                    claims: Vec::new(),
+                    inconsistent_builders: Vec::new(),
+                    void: Vec::new(),
+                })
+                .collect::<Vec<_>>(),
+        );
+        Ok(ReportAnswer {
+            paths: found,
+            summary,
+        })
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn metrics(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
+    let rows = {
+        let db = Arc::clone(&db);
+        tokio::task::spawn_blocking(move || db.logs())
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
+    };
+    let mut out = String::new();
+    metric_header(
+        &mut out,
+        "reprolog_explorer_verified_entries",
+        "gauge",
+        "Entries of each followed log verified and indexed.",
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "reprolog_explorer_verified_entries{{log=\"{}\"}} {}",
+            escape_label(&r.origin),
+            r.size
+        );
+    }
+    metric_header(
+        &mut out,
+        "reprolog_explorer_log_stopped",
+        "gauge",
+        "1 when following a log stopped (a fork, a rollback, an entry that does not verify).",
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "reprolog_explorer_log_stopped{{log=\"{}\"}} {}",
+            escape_label(&r.origin),
+            u8::from(r.stopped.is_some())
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,366 @@
+//! The explorer over a real log: two builders sign real `nix-build` outputs, one of which
+//! diverges, both caches are ingested into a log with a witness, and `reprolog-explorer`
+//! follows it. Every endpoint answers as the ground truth says; a killed explorer resumes
+//! with the same index; a forked checkpoint signed with the log's real key stops following.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reprolog_tests::{
+    get_json, nix, run_ok, stdout, workspace_bin, write_builders, Server, Witness,
+};
+use serde_json::Value;
+
+/// A running explorer; killed when dropped.
+struct Explorer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Explorer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn explorer(dir: &Path, policy: &Path, db: &Path) -> Explorer {
+    let mut child = Command::new(workspace_bin("reprolog-explorer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--interval-ms", "100"])
+        .arg("--policy")
+        .arg(policy)
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("explorer.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Read to the end, so that what the explorer prints later never meets a closed pipe.
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("url:") {
+                let _ = tx.send(url.trim().trim_end_matches('/').to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the explorer did not start: {}",
+                std::fs::read_to_string(dir.join("explorer.log")).unwrap_or_default()
+            )
+        });
+    Explorer { child, url }
+}
+
+/// Waits until the explorer has verified `size` entries of the log, or says why not.
+fn wait_verified(e: &Explorer, size: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
+        let log = &status["logs"][0];
+        if log["verified_size"].as_u64() == Some(size) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not verified to {size}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn nix_key(dir: &Path, name: &str) -> (String, String) {
+    let file = dir.join(format!("{name}.sec"));
+    std::fs::write(
+        &file,
+        stdout(&run_ok(nix(&[
+            "key",
+            "generate-secret",
+            "--key-name",
+            name,
+        ]))),
+    )
+    .unwrap();
+    let public = stdout(&run_ok({
+        let mut c = nix(&["key", "convert-secret-to-public"]);
+        c.stdin(std::fs::File::open(&file).unwrap());
+        c
+    }));
+    (file.to_str().unwrap().to_owned(), public)
+}
+
+/// Builds `attr` of `expr` (fresh: deleted first), copies it signed into `cache`.
+fn build_into(dir: &Path, attr: &str, cache: &Path, key: &str) -> String {
+    let out = stdout(&run_ok({
+        let mut c = Command::new("nix-build");
+        c.arg(dir.join("demo.nix"))
+            .args(["-A", attr, "--no-out-link", "--option", "substituters", ""])
+            .args(["--option", "sandbox", "false"]);
+        c
+    }));
+    run_ok({
+        let mut c = nix(&["copy", "--to"]);
+        c.arg(format!(
+            "file://{}?compression=none&secret-key={key}",
+            cache.display()
+        ))
+        .arg(&out);
+        c
+    });
+    out
+}
+
+fn hash_of(path: &str) -> &str {
+    &path.rsplit('/').next().unwrap()[..32]
+}
+
+#[test]
+fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tag = format!("explorer-{}", std::process::id());
+    std::fs::write(
+        d.join("demo.nix"),
+        format!(
+            r#"{{
+  same = derivation {{ name = "same-{tag}"; system = builtins.currentSystem;
+    builder = "/bin/sh"; args = [ "-c" "echo same > $out" ]; }};
+  stamp = derivation {{ name = "stamp-{tag}"; system = builtins.currentSystem;
+    builder = "/bin/sh"; args = [ "-c" "read id < /proc/sys/kernel/random/uuid; echo $id > $out" ]; }};
+}}"#
+        ),
+    )
+    .unwrap();
+    let (k1, p1) = nix_key(d, "explorer-b1");
+    let (k2, p2) = nix_key(d, "explorer-b2");
+
+    // A log with a witness.
+    let log_dir = d.join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    write_builders(&log_dir, &[p1, p2]);
+    let log_vkey = Server::start(&log_dir, &["--origin", "example.com/explored"]).verifier_key();
+    let w_dir = d.join("witness");
+    std::fs::create_dir_all(&w_dir).unwrap();
+    std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).unwrap();
+    let witness = Witness::start(&w_dir, &["--name", "example.com/w"]);
+    std::fs::write(
+        d.join("log-policy"),
+        format!("witness w {} {}\n", witness.verifier_key(), witness.url),
+    )
+    .unwrap();
+    let server = Server::start(
+        &log_dir,
+        &[
+            "--policy",
+            d.join("log-policy").to_str().unwrap(),
+            "--checkpoint-interval-ms",
+            "50",
+        ],
+    );
+    let policy = d.join("policy");
+    std::fs::write(
+        &policy,
+        format!(
+            "log {log_vkey} {}\nwitness w {}\nquorum w\n",
+            server.url,
+            witness.verifier_key()
+        ),
+    )
+    .unwrap();
+
+    // Two builders build both; stamp diverges.
+    let (c1, c2) = (d.join("cache-1"), d.join("cache-2"));
+    let same = build_into(d, "same", &c1, &k1);
+    let stamp = build_into(d, "stamp", &c1, &k1);
+    run_ok({
+        let mut c = Command::new("nix-store");
+        c.args(["--delete", &same, &stamp]);
+        c
+    });
+    build_into(d, "same", &c2, &k2);
+    build_into(d, "stamp", &c2, &k2);
+    for cache in [&c1, &c2] {
+        let out = Command::new(workspace_bin("reprolog"))
+            .args(["ingest", "--log", &server.url])
+            .arg(format!("file://{}", cache.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Two key events and four signatures.
+    let size = 6;
+    server.wait_for_checkpoint(size);
+
+    let db = d.join("index").join("explorer.db");
+    let e = explorer(d, &policy, &db);
+    let status = wait_verified(&e, size);
+    let log = &status["logs"][0];
+    assert_eq!(log["origin"], "example.com/explored", "{status}");
+    assert_eq!(log["state"], "following", "{status}");
+    assert_eq!(log["cosigned_by"], serde_json::json!(["w"]), "{status}");
+
+    // A path's claims and verdict.
+    let (code, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(&same)));
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["verdict"], "reproduced", "{answer}");
+    let claims = answer["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 2, "{answer}");
+    let builders: Vec<&str> = claims
+        .iter()
+        .map(|c| c["builder"].as_str().unwrap())
+        .collect();
+    assert_eq!(builders, ["explorer-b1", "explorer-b2"], "{answer}");
+    for c in claims {
+        assert_eq!(c["log"], "example.com/explored");
+        assert!(
+            c["logged_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{answer}"
+        );
+        assert!(c["nar_hash"].as_str().unwrap().starts_with("sha256:"));
+    }
+    let (_, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(&stamp)));
+    assert_eq!(answer["verdict"], "unreproduced", "{answer}");
+
+    // Search by name and by hash prefix.
+    let (_, found) = get_json(&format!("{}/api/v1/search?q=stamp-{tag}", e.url));
+    assert_eq!(found["paths"][0]["store_path"], stamp.as_str(), "{found}");
+    assert_eq!(found["paths"].as_array().unwrap().len(), 1, "{found}");
+    let (_, found) = get_json(&format!(
+        "{}/api/v1/search?q={}",
+        e.url,
+        &hash_of(&same)[..6]
+    ));
+    assert!(
+        found["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["store_path"] == same.as_str()),
+        "{found}"
+    );
+
+    // Builders, as identities.
+    let (_, builders) = get_json(&format!("{}/api/v1/builders", e.url));
+    let list = builders["builders"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{builders}");
+    for b in list {
+        assert_eq!(
+            (b["entries"].as_u64(), b["paths"].as_u64()),
+            (Some(2), Some(2)),
+            "{builders}"
+        );
+    }
+
+    // A report over the closure: exactly the diverging path is unreproduced.
+    let closure = format!("{same}\n{stamp}\n");
+    let (code, report) = reprolog_tests::post(
+        &format!("{}/api/v1/report", e.url),
+        "text/plain",
+        closure.as_bytes(),
+    );
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["summary"]["unreproduced"], 1, "{report}");
+    assert_eq!(report["summary"]["reproduced"], 1, "{report}");
+
+    // Bad input: a clear 400 or 413, and the index unchanged.
+    for bad in [
+        "/api/v1/paths/short",
+        "/api/v1/search?q=",
+        "/api/v1/search?q=a&limit=0",
+    ] {
+        let (code, answer) = get_json(&format!("{}{bad}", e.url));
+        assert_eq!(code, 400, "{bad}: {answer}");
+        assert!(answer["error"].as_str().is_some(), "{answer}");
+    }
+    let too_many = format!("{same}\n").repeat(100_001);
+    let (code, _) = reprolog_tests::post(
+        &format!("{}/api/v1/report", e.url),
+        "text/plain",
+        too_many.as_bytes(),
+    );
+    assert_eq!(code, 413);
+
+    // Killed and restarted: the same index, nothing twice; then it follows new entries.
+    drop(e);
+    let e = explorer(d, &policy, &db);
+    wait_verified(&e, size);
+    let (_, again) = get_json(&format!("{}/api/v1/builders", e.url));
+    assert_eq!(again, builders);
+
+    // A forked checkpoint signed with the log's real key, of the size verified: following
+    // stops, and says why; the index stays.
+    drop(e);
+    let key = std::fs::read_to_string(log_dir.join("log.key")).unwrap();
+    let fork_url = forked_log(&key, size);
+    let quorum_none = d.join("policy-fork");
+    std::fs::write(
+        &quorum_none,
+        format!("log {log_vkey} {fork_url}\nquorum none\n"),
+    )
+    .unwrap();
+    let e = explorer(d, &quorum_none, &db);
+    let start = Instant::now();
+    let status = loop {
+        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
+        if status["logs"][0]["state"] == "stopped" {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status["logs"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("FORK"),
+        "{status}"
+    );
+    let (_, metrics) = reprolog_tests::get(&format!("{}/metrics", e.url));
+    assert!(
+        String::from_utf8_lossy(&metrics)
+            .contains("reprolog_explorer_log_stopped{log=\"example.com/explored\"} 1"),
+        "{}",
+        String::from_utf8_lossy(&metrics)
+    );
+    let (_, after) = get_json(&format!("{}/api/v1/builders", e.url));
+    assert_eq!(after, builders, "the index stays as it was");
+}
+
+/// Serves, at `/checkpoint`, a checkpoint of `size` entries with another root, signed with
+/// the log's own key: a fork.
+fn forked_log(key: &str, size: u64) -> String {
+    use reprolog_verifier::checkpoint::Checkpoint;
+    use reprolog_verifier::note::{Note, SignerKey};
+    use std::io::Write;
+    let key = SignerKey::parse(key.trim()).unwrap();
+    let mut note = Note::new(&Checkpoint::new(key.name(), size, [7; 32]).to_text()).unwrap();
+    note.sign(&key);
+    let body = note.encode();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
