@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use reprolog_verifier::dating::rfc3339;
-use reprolog_verifier::explorer_api::IndexedBuilder;
+use reprolog_verifier::explorer_api::{Disagreement, IndexedBuilder, PairAgreement};
 use reprolog_verifier::locks;
 use rusqlite::{params, Connection};
 
@@ -387,28 +387,32 @@ pub fn claims_of(conn: &Connection, hash_part: &str) -> Result<Vec<ClaimRow>, Db
          deriver, logged_at, void FROM claims JOIN logs ON logs.id = claims.log
          WHERE hash_part = ?1 ORDER BY logs.origin, idx",
     )?;
-    let rows = stmt.query_map(params![hash_part], |r| {
-        let refs: String = r.get(8)?;
-        Ok(ClaimRow {
-            log: r.get(0)?,
-            index: r.get::<_, i64>(1)? as u64,
-            kind: r.get(2)?,
-            store_path: r.get(3)?,
-            builder: r.get(4)?,
-            key_name: r.get(5)?,
-            nar_hash: r.get(6)?,
-            nar_size: r.get::<_, i64>(7)? as u64,
-            references: refs
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            deriver: r.get(9)?,
-            logged_at: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
-            void: r.get(11)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![hash_part], claim_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A claim from a row of `origin, idx, kind, store_path, builder, key_name, nar_hash,
+/// nar_size, refs, deriver, logged_at, void`.
+fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRow> {
+    let refs: String = r.get(8)?;
+    Ok(ClaimRow {
+        log: r.get(0)?,
+        index: r.get::<_, i64>(1)? as u64,
+        kind: r.get(2)?,
+        store_path: r.get(3)?,
+        builder: r.get(4)?,
+        key_name: r.get(5)?,
+        nar_hash: r.get(6)?,
+        nar_size: r.get::<_, i64>(7)? as u64,
+        references: refs
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        deriver: r.get(9)?,
+        logged_at: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
+        void: r.get(11)?,
+    })
 }
 
 /// Distinct store paths whose name contains `q` or whose hash part starts with it, after
@@ -462,4 +466,176 @@ pub fn builders(conn: &Connection) -> Result<Vec<IndexedBuilder>, DbError> {
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every pair of builders with a path in common: paths in common, and those they agree on
+/// (each claimed one NAR hash, the same).
+pub fn agreement(conn: &Connection) -> Result<Vec<PairAgreement>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "WITH pb AS (SELECT hash_part, builder, MIN(nar_hash) AS h,
+                            COUNT(DISTINCT nar_hash) AS n
+                     FROM claims WHERE void IS NULL GROUP BY hash_part, builder)
+         SELECT a.builder, b.builder, COUNT(*),
+                SUM(CASE WHEN a.n = 1 AND b.n = 1 AND a.h = b.h THEN 1 ELSE 0 END)
+         FROM pb a JOIN pb b ON a.hash_part = b.hash_part AND a.builder < b.builder
+         GROUP BY a.builder, b.builder ORDER BY a.builder, b.builder",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let (common, agree) = (r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64);
+        Ok(PairAgreement {
+            a: r.get(0)?,
+            b: r.get(1)?,
+            common,
+            agree,
+            disagree: common - agree,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What a page of disagreements is filtered by, and where it starts.
+pub struct DisagreementFilter {
+    pub builder: Option<String>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    /// The last (time, hash part) of the page before; -1 for an undated path.
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// Unreproduced paths, the most recently logged first, and the cursor of the next page.
+pub fn disagreements(
+    conn: &Connection,
+    f: &DisagreementFilter,
+) -> Result<(Vec<Disagreement>, Option<String>), DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT hash_part, MAX(store_path), COALESCE(MAX(logged_at), -1) AS t,
+                GROUP_CONCAT(DISTINCT builder), GROUP_CONCAT(DISTINCT nar_hash)
+         FROM claims WHERE void IS NULL GROUP BY hash_part
+         HAVING COUNT(DISTINCT nar_hash) > 1
+            AND (?1 IS NULL OR SUM(CASE WHEN builder = ?1 THEN 1 ELSE 0 END) > 0)
+            AND (?2 IS NULL OR t >= ?2) AND (?3 IS NULL OR t < ?3)
+            AND (?4 IS NULL OR t < ?4 OR (t = ?4 AND hash_part < ?5))
+         ORDER BY t DESC, hash_part DESC LIMIT ?6",
+    )?;
+    let (after_t, after_hash) = match &f.after {
+        Some((t, h)) => (Some(*t), h.clone()),
+        None => (None, String::new()),
+    };
+    let split = |s: String| -> Vec<String> {
+        let mut v: Vec<String> = s.split(',').map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    let rows = stmt.query_map(
+        params![
+            f.builder,
+            f.since.map(|t| t as i64),
+            f.until.map(|t| t as i64),
+            after_t,
+            after_hash,
+            (f.limit + 1) as i64
+        ],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        },
+    )?;
+    let mut rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+    let next = (rows.len() > f.limit).then(|| {
+        rows.truncate(f.limit);
+        rows.last().map(|(h, _, t, _, _)| format!("{t}:{h}"))
+    });
+    let paths = rows
+        .into_iter()
+        .map(|(_, store_path, t, builders, hashes)| Disagreement {
+            store_path,
+            last_logged: u64::try_from(t).ok().map(rfc3339),
+            builders: split(builders),
+            nar_hashes: split(hashes),
+        })
+        .collect();
+    Ok((paths, next.flatten()))
+}
+
+/// Per bucket of `seconds`: claims logged, and the paths whose latest claim falls in it,
+/// compared, reproduced and unreproduced; only dated claims; `builder` narrows to its claims
+/// and the paths it claimed.
+pub fn timeseries(
+    conn: &Connection,
+    seconds: u64,
+    builder: Option<&str>,
+) -> Result<Vec<(u64, [u64; 4])>, DbError> {
+    let mut buckets = std::collections::BTreeMap::<u64, [u64; 4]>::new();
+    let mut entries = conn.prepare_cached(
+        "SELECT logged_at / ?1 * ?1 AS s, COUNT(*) FROM claims
+         WHERE void IS NULL AND logged_at IS NOT NULL AND (?2 IS NULL OR builder = ?2)
+         GROUP BY s",
+    )?;
+    for row in entries.query_map(params![seconds as i64, builder], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+    })? {
+        let (start, n) = row?;
+        buckets.entry(start).or_default()[0] = n;
+    }
+    let mut paths = conn.prepare_cached(
+        "WITH p AS (SELECT MAX(logged_at) AS t, COUNT(DISTINCT builder) AS nb,
+                           COUNT(DISTINCT nar_hash) AS nh,
+                           SUM(CASE WHEN builder = ?2 THEN 1 ELSE 0 END) AS mine
+                    FROM claims WHERE void IS NULL GROUP BY hash_part)
+         SELECT t / ?1 * ?1 AS s,
+                SUM(CASE WHEN nb > 1 OR nh > 1 THEN 1 ELSE 0 END),
+                SUM(CASE WHEN nb > 1 AND nh = 1 THEN 1 ELSE 0 END),
+                SUM(CASE WHEN nh > 1 THEN 1 ELSE 0 END)
+         FROM p WHERE t IS NOT NULL AND (?2 IS NULL OR mine > 0) GROUP BY s",
+    )?;
+    for row in paths.query_map(params![seconds as i64, builder], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            [
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+            ],
+        ))
+    })? {
+        let (start, [compared, reproduced, unreproduced]) = row?;
+        let b = buckets.entry(start).or_default();
+        (b[1], b[2], b[3]) = (compared, reproduced, unreproduced);
+    }
+    Ok(buckets.into_iter().collect())
+}
+
+/// Calls `each` with every claim logged in `[since, until)` (all when unbounded) by
+/// `builder` (any when `None`), in (log, index) order, without holding them all.
+pub fn export(
+    conn: &Connection,
+    builder: Option<&str>,
+    since: Option<u64>,
+    until: Option<u64>,
+    mut each: impl FnMut(ClaimRow) -> bool,
+) -> Result<(), DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT logs.origin, idx, kind, store_path, builder, key_name, nar_hash, nar_size, refs,
+         deriver, logged_at, void FROM claims JOIN logs ON logs.id = claims.log
+         WHERE (?1 IS NULL OR builder = ?1) AND (?2 IS NULL OR logged_at >= ?2)
+           AND (?3 IS NULL OR logged_at < ?3)
+         ORDER BY logs.origin, idx",
+    )?;
+    let mut rows = stmt.query(params![
+        builder,
+        since.map(|t| t as i64),
+        until.map(|t| t as i64)
+    ])?;
+    while let Some(r) = rows.next()? {
+        if !each(claim_row(r)?) {
+            break;
+        }
+    }
+    Ok(())
 }

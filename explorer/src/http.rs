@@ -14,8 +14,9 @@ use reprolog_verifier::api::ErrorAnswer;
 use reprolog_verifier::compare::{Claim, Summary, Verdict};
 use reprolog_verifier::dating::rfc3339;
 use reprolog_verifier::explorer_api::{
-    FollowState, FoundPath, IndexedBuilders, IndexedClaim, LogStatus, PathAnswer, ReportAnswer,
-    SearchAnswer, StatusAnswer,
+    AgreementAnswer, Bucket, DisagreementsAnswer, FollowState, FoundPath, IndexedBuilders,
+    IndexedClaim, LogStatus, PathAnswer, ReportAnswer, SearchAnswer, StatusAnswer,
+    TimeseriesAnswer,
 };
 use reprolog_verifier::nix::nix32;
 use reprolog_verifier::nix::store_path::HASH_PART_LEN;
@@ -38,6 +39,10 @@ pub fn router(db: Arc<Db>) -> Router {
         .route("/api/v1/search", get(search))
         .route("/api/v1/builders", get(builders))
         .route("/api/v1/report", post(report))
+        .route("/api/v1/agreement", get(agreement))
+        .route("/api/v1/disagreements", get(disagreements))
+        .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/export", get(export))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .with_state(db)
@@ -279,6 +284,149 @@ async fn report(State(db): State<Arc<Db>>, body: Bytes) -> Result<Response, ApiE
     })
     .await?;
     Ok(Json(answer).into_response())
+}
+
+async fn agreement(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
+    let pairs = read(&db, db::agreement).await?;
+    Ok(Json(AgreementAnswer { pairs }).into_response())
+}
+
+/// A time as a query gives it: RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`) or seconds since the epoch.
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|v| {
+            reprolog_verifier::dating::parse_rfc3339(v)
+                .or_else(|| v.parse().ok())
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "{name}: a time, YYYY-MM-DDTHH:MM:SSZ or seconds since the epoch"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+struct DisagreementsQuery {
+    builder: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn disagreements(
+    State(db): State<Arc<Db>>,
+    Query(q): Query<DisagreementsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=SEARCH_PAGE_MAX).contains(&limit) {
+        return Err(bad_request(format!(
+            "limit must be from 1 to {SEARCH_PAGE_MAX}"
+        )));
+    }
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| {
+            a.split_once(':')
+                .and_then(|(t, h)| Some((t.parse::<i64>().ok()?, h.to_owned())))
+                .filter(|(_, h)| is_hash_part(h))
+                .ok_or_else(|| bad_request("after: the `next` of the page before"))
+        })
+        .transpose()?;
+    let filter = db::DisagreementFilter {
+        builder: q.builder,
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
+        after,
+        limit,
+    };
+    let (paths, next) = read(&db, move |conn| db::disagreements(conn, &filter)).await?;
+    Ok(Json(DisagreementsAnswer { paths, next }).into_response())
+}
+
+#[derive(Deserialize)]
+struct TimeseriesQuery {
+    bucket: Option<String>,
+    builder: Option<String>,
+}
+
+async fn timeseries(
+    State(db): State<Arc<Db>>,
+    Query(q): Query<TimeseriesQuery>,
+) -> Result<Response, ApiError> {
+    let bucket = q.bucket.unwrap_or_else(|| "day".into());
+    let seconds = match bucket.as_str() {
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return Err(bad_request("bucket: hour or day")),
+    };
+    let rows = read(&db, move |conn| {
+        db::timeseries(conn, seconds, q.builder.as_deref())
+    })
+    .await?;
+    let buckets = rows
+        .into_iter()
+        .map(
+            |(start, [entries, compared, reproduced, unreproduced])| Bucket {
+                start: rfc3339(start),
+                entries,
+                compared,
+                reproduced,
+                unreproduced,
+            },
+        )
+        .collect();
+    Ok(Json(TimeseriesAnswer { bucket, buckets }).into_response())
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    builder: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// Every claim matching the filter, one JSON object a line, streamed as the index is read.
+async fn export(
+    State(db): State<Arc<Db>>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let since = time_param("since", q.since.as_deref())?;
+    let until = time_param("until", q.until.as_deref())?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::task::spawn_blocking(move || {
+        let result = db.read(|conn| {
+            let mut chunk = Vec::with_capacity(64 << 10);
+            db::export(conn, q.builder.as_deref(), since, until, |claim| {
+                if serde_json::to_writer(&mut chunk, &indexed(claim)).is_err() {
+                    return false;
+                }
+                chunk.push(b'\n');
+                if chunk.len() >= 64 << 10 {
+                    // The client went away: stop reading.
+                    return tx.blocking_send(std::mem::take(&mut chunk)).is_ok();
+                }
+                true
+            })?;
+            let _ = tx.blocking_send(chunk);
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::error!("export: {e}");
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/jsonl")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn metrics(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {

@@ -268,11 +268,64 @@ fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
     assert_eq!(report["summary"]["unreproduced"], 1, "{report}");
     assert_eq!(report["summary"]["reproduced"], 1, "{report}");
 
+    // How often the two agree, where they disagree, and over time.
+    let (_, agreement) = get_json(&format!("{}/api/v1/agreement", e.url));
+    assert_eq!(
+        agreement["pairs"],
+        serde_json::json!([{"a": "explorer-b1", "b": "explorer-b2", "common": 2, "agree": 1,
+                            "disagree": 1}]),
+        "{agreement}"
+    );
+    for query in ["", "?builder=explorer-b1", "?since=2020-01-01T00:00:00Z"] {
+        let (_, d) = get_json(&format!("{}/api/v1/disagreements{query}", e.url));
+        let paths = d["paths"].as_array().unwrap();
+        assert_eq!(paths.len(), 1, "{query}: {d}");
+        assert_eq!(paths[0]["store_path"], stamp.as_str(), "{d}");
+        assert_eq!(paths[0]["nar_hashes"].as_array().unwrap().len(), 2, "{d}");
+    }
+    let (_, none) = get_json(&format!(
+        "{}/api/v1/disagreements?until=2020-01-01T00:00:00Z",
+        e.url
+    ));
+    assert_eq!(none["paths"], serde_json::json!([]), "{none}");
+    let (_, series) = get_json(&format!("{}/api/v1/timeseries?bucket=hour", e.url));
+    let total = |field: &str| -> u64 {
+        series["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (
+            total("entries"),
+            total("compared"),
+            total("reproduced"),
+            total("unreproduced")
+        ),
+        (4, 2, 1, 1),
+        "{series}"
+    );
+    let (code, lines) =
+        reprolog_tests::get(&format!("{}/api/v1/export?builder=explorer-b2", e.url));
+    assert_eq!(code, 200);
+    let exported: Vec<Value> = String::from_utf8(lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported.len(), 2, "{exported:?}");
+    assert!(exported.iter().all(|c| c["builder"] == "explorer-b2"));
+
     // Bad input: a clear 400 or 413, and the index unchanged.
     for bad in [
         "/api/v1/paths/short",
         "/api/v1/search?q=",
         "/api/v1/search?q=a&limit=0",
+        "/api/v1/timeseries?bucket=week",
+        "/api/v1/disagreements?since=yesterday",
+        "/api/v1/disagreements?after=x",
     ] {
         let (code, answer) = get_json(&format!("{}{bad}", e.url));
         assert_eq!(code, 400, "{bad}: {answer}");

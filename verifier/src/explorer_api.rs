@@ -139,3 +139,75 @@ pub struct StatusAnswer {
     /// Each log of the policy that has a URL.
     pub logs: Vec<LogStatus>,
 }
+
+/// One pair of builders: the paths both claimed, and how many they agree on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairAgreement {
+    /// The first builder (by name).
+    pub a: String,
+    /// The second.
+    pub b: String,
+    /// Paths both claimed.
+    pub common: u64,
+    /// Of those, paths on which each claimed one NAR hash, the same.
+    pub agree: u64,
+    /// The others: `common - agree`.
+    pub disagree: u64,
+}
+
+/// `GET /api/v1/agreement`: every pair of builders with a path in common.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreementAnswer {
+    /// By (a, b).
+    pub pairs: Vec<PairAgreement>,
+}
+
+/// One unreproduced path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disagreement {
+    /// The store path.
+    pub store_path: String,
+    /// When its latest claim was logged (RFC 3339), when dated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_logged: Option<String>,
+    /// The builders that claimed it, by name.
+    pub builders: Vec<String>,
+    /// The distinct NAR hashes claimed.
+    pub nar_hashes: Vec<String>,
+}
+
+/// `GET /api/v1/disagreements?builder=&since=&until=&after=&limit=`: unreproduced paths, the
+/// most recently logged first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisagreementsAnswer {
+    /// At most the page's limit.
+    pub paths: Vec<Disagreement>,
+    /// Present when more follow: ask again with `after` set to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One bucket of a time series.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// The bucket's start (RFC 3339).
+    pub start: String,
+    /// Claims logged in it.
+    pub entries: u64,
+    /// Paths whose latest claim was logged in it, compared (two or more builders).
+    pub compared: u64,
+    /// Of those, reproduced.
+    pub reproduced: u64,
+    /// Of those, unreproduced.
+    pub unreproduced: u64,
+}
+
+/// `GET /api/v1/timeseries?bucket=hour|day&builder=`: per bucket, oldest first; only dated
+/// claims count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeseriesAnswer {
+    /// `hour` or `day`.
+    pub bucket: String,
+    /// Buckets with at least one claim.
+    pub buckets: Vec<Bucket>,
+}
