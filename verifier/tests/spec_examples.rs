@@ -248,3 +248,80 @@ fn the_attestation_example_is_our_statement_for_those_facts() {
     assert_eq!(ours_value, example, "{}", String::from_utf8_lossy(&ours));
     assert_eq!(BuildFacts::parse(&ours, "builder-1").unwrap(), facts);
 }
+
+#[test]
+fn every_json_example_in_the_explorer_spec_is_one_of_our_types() {
+    use reprolog_verifier::compare::{PathVerdict, Summary, Verdict};
+    use reprolog_verifier::explorer_api::*;
+    let text = spec("explorer-api.md");
+    let mut typed = 0;
+    for type_name in [
+        "StatusAnswer",
+        "PathAnswer",
+        "SearchAnswer",
+        "IndexedBuilders",
+        "AgreementAnswer",
+        "DisagreementsAnswer",
+        "TimeseriesAnswer",
+        "ReportAnswer",
+    ] {
+        let examples = blocks(&text, &format!("json {type_name}"));
+        assert!(!examples.is_empty(), "no example of {type_name}");
+        typed += examples.len();
+        for example in &examples {
+            match type_name {
+                "StatusAnswer" => drop(round_trip::<StatusAnswer>(example)),
+                "PathAnswer" => {
+                    // The verdict is the one of the claims that count.
+                    let p = round_trip::<PathAnswer>(example);
+                    let counted: Vec<_> = p
+                        .claims
+                        .iter()
+                        .filter(|c| c.void.is_none())
+                        .map(|c| reprolog_verifier::compare::Claim {
+                            builder: c.builder.clone(),
+                            key: None,
+                            nar_hash: c.nar_hash.clone(),
+                            index: c.index,
+                            kind: c.kind.clone(),
+                        })
+                        .collect();
+                    assert_eq!(Verdict::of(&counted), p.verdict, "{example}");
+                }
+                "SearchAnswer" => drop(round_trip::<SearchAnswer>(example)),
+                "IndexedBuilders" => drop(round_trip::<IndexedBuilders>(example)),
+                "AgreementAnswer" => {
+                    for p in round_trip::<AgreementAnswer>(example).pairs {
+                        assert_eq!(p.agree + p.disagree, p.common, "{example}");
+                    }
+                }
+                "DisagreementsAnswer" => drop(round_trip::<DisagreementsAnswer>(example)),
+                "TimeseriesAnswer" => drop(round_trip::<TimeseriesAnswer>(example)),
+                "ReportAnswer" => {
+                    // The summary is the count of the verdicts listed.
+                    let r = round_trip::<ReportAnswer>(example);
+                    let verdicts: Vec<PathVerdict> = r
+                        .paths
+                        .iter()
+                        .map(|p| PathVerdict::new(p.store_path.clone(), Vec::new()))
+                        .map(|mut v| {
+                            v.verdict = r
+                                .paths
+                                .iter()
+                                .find(|p| p.store_path == v.store_path)
+                                .map_or(Verdict::NotLogged, |p| p.verdict);
+                            v
+                        })
+                        .collect();
+                    assert_eq!(Summary::of(&verdicts), r.summary, "{example}");
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+    assert_eq!(
+        text.matches("```json").count(),
+        typed,
+        "every ```json block in spec/explorer-api.md names its type"
+    );
+}
