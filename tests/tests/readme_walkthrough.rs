@@ -25,16 +25,22 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let script = format!(
-        "{}\n{}\n{}\n{}\n",
+        "{}\n{}\n{}\n{}\n{}\n",
         block_after(&readme, "<!-- walkthrough -->"),
         block_after(&readme, "<!-- witnesses -->"),
         block_after(&readme, "<!-- gate -->"),
-        block_after(&readme, "<!-- keys -->")
+        block_after(&readme, "<!-- keys -->"),
+        block_after(&readme, "<!-- explorer -->")
     );
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = workspace_bin("reprolog").parent().unwrap().to_owned();
     // The walkthrough asks for these three binaries; make sure they were all built.
-    for bin in ["reprolog-server", "reprolog-witness", "reprolog-gate"] {
+    for bin in [
+        "reprolog-server",
+        "reprolog-witness",
+        "reprolog-gate",
+        "reprolog-explorer",
+    ] {
         workspace_bin(bin);
     }
     let path = format!(
@@ -67,7 +73,8 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
         std::fs::read_to_string(dir.path().join("server.out")).unwrap_or_default(),
         std::fs::read_to_string(dir.path().join("witness.out")).unwrap_or_default(),
         std::fs::read_to_string(dir.path().join("gate.out")).unwrap_or_default(),
-    );
+    ) + "\n--- explorer.out ---\n"
+        + &std::fs::read_to_string(dir.path().join("explorer.out")).unwrap_or_default();
     assert!(out.status.success(), "the walkthrough failed:\n{all}");
 
     // Both builders' signatures were logged: two paths each.
@@ -117,6 +124,13 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
     assert!(
         stdout.contains("key-rotate") && stdout.contains("key-revoke"),
         "{all}"
+    );
+    // The explorer: the closure's report counts stamp alone as unreproduced, and the two
+    // builders agree on one path of two.
+    assert!(stdout.contains(r#""unreproduced":1"#), "the report: {all}");
+    assert!(
+        stdout.contains(r#""common":2,"agree":1,"disagree":1"#),
+        "the agreement: {all}"
     );
     // Builder keys are private.
     for b in ["builder-1", "builder-2", "builder-1-v2"] {
