@@ -22,7 +22,7 @@ use reprolog_verifier::registry::KeyRegistry;
 use reprolog_verifier::text::printable;
 use reprolog_verifier::tiles::{decode_bundle, TileKind, TilePath, TILE_WIDTH};
 
-use crate::db::{Chunk, Db, LogRow, NewClaim};
+use crate::db::{Chunk, Db, Leader, LogRow, NewClaim};
 use crate::fetch::Fetcher;
 
 /// The most entries one commit takes: memory stays bounded on a large log, and each chunk is
@@ -77,9 +77,30 @@ impl Follower {
         }
     }
 
-    /// Follows until the log misbehaves.
+    /// Follows until the log misbehaves, while this explorer leads the log (in PostgreSQL,
+    /// another explorer may; this one then waits to take over).
     pub fn run(mut self) {
+        let mut leader: Option<Leader> = None;
         loop {
+            if !leader.as_mut().is_some_and(Leader::holds) {
+                leader = None;
+                self.registry = None;
+                match self.db.lead(&self.origin) {
+                    Ok(Some(l)) => {
+                        tracing::info!("{}: following", self.origin);
+                        leader = Some(l);
+                    }
+                    Ok(None) => {
+                        std::thread::sleep(self.interval);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{}: taking the lead: {e}", self.origin);
+                        std::thread::sleep(self.interval);
+                        continue;
+                    }
+                }
+            }
             let row = match self.db.log(&self.origin, self.fetch.base()) {
                 Ok(row) => row,
                 Err(e) => {

@@ -14,8 +14,8 @@ use reprolog_verifier::api::ErrorAnswer;
 use reprolog_verifier::compare::{Claim, Summary, Verdict};
 use reprolog_verifier::dating::rfc3339;
 use reprolog_verifier::explorer_api::{
-    AgreementAnswer, Bucket, DisagreementsAnswer, FollowState, FoundPath, IndexedBuilders,
-    IndexedClaim, LogStatus, PathAnswer, ReportAnswer, SearchAnswer, StatusAnswer,
+    AgreementAnswer, Bucket, Disagreement, DisagreementsAnswer, FollowState, FoundPath,
+    IndexedBuilders, IndexedClaim, LogStatus, PathAnswer, ReportAnswer, SearchAnswer, StatusAnswer,
     TimeseriesAnswer,
 };
 use reprolog_verifier::nix::nix32;
@@ -23,6 +23,7 @@ use reprolog_verifier::nix::store_path::HASH_PART_LEN;
 use reprolog_verifier::prometheus::{escape_label, header as metric_header};
 use serde::Deserialize;
 
+use crate::backend::Backend;
 use crate::db::{self, ClaimRow, Db, DbError};
 
 /// The most store paths one report takes.
@@ -76,7 +77,7 @@ fn bad_request(why: impl Into<String>) -> ApiError {
 /// Runs a blocking read of the index off the async workers.
 async fn read<T: Send + 'static>(
     db: &Arc<Db>,
-    f: impl FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
+    f: impl FnOnce(&mut dyn Backend) -> Result<T, DbError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let db = Arc::clone(db);
     tokio::task::spawn_blocking(move || db.read(f))
@@ -342,8 +343,33 @@ async fn disagreements(
         after,
         limit,
     };
-    let (paths, next) = read(&db, move |conn| db::disagreements(conn, &filter)).await?;
-    Ok(Json(DisagreementsAnswer { paths, next }).into_response())
+    let answer = read(&db, move |conn| {
+        let (found, next) = db::disagreements(conn, &filter)?;
+        let mut paths = Vec::with_capacity(found.len());
+        for (hash, latest) in found {
+            let claims: Vec<ClaimRow> = db::claims_of(conn, &hash)?
+                .into_iter()
+                .filter(|c| c.void.is_none())
+                .collect();
+            let distinct = |f: fn(&ClaimRow) -> &String| {
+                let set: std::collections::BTreeSet<String> =
+                    claims.iter().map(|c| f(c).clone()).collect();
+                set.into_iter().collect::<Vec<_>>()
+            };
+            paths.push(Disagreement {
+                store_path: claims
+                    .first()
+                    .map(|c| c.store_path.clone())
+                    .unwrap_or_default(),
+                last_logged: u64::try_from(latest).ok().map(rfc3339),
+                builders: distinct(|c| &c.builder),
+                nar_hashes: distinct(|c| &c.nar_hash),
+            });
+        }
+        Ok(DisagreementsAnswer { paths, next })
+    })
+    .await?;
+    Ok(Json(answer).into_response())
 }
 
 #[derive(Deserialize)]

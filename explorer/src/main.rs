@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod db;
 mod fetch;
 mod follow;
@@ -42,7 +43,8 @@ enum Command {
         /// accepted only if it satisfies the policy's quorum.
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
-        /// The index: sqlite://PATH.
+        /// The index: sqlite://PATH, or postgres://USER@HOST:PORT/DATABASE (several explorers
+        /// may share one; exactly one follows each log at a time).
         #[arg(
             long,
             value_name = "URL",
@@ -102,8 +104,8 @@ async fn serve(policy: PathBuf, db: String, listen: SocketAddr, interval: Durati
     let text = std::fs::read_to_string(&policy)
         .with_context(|| format!("reading {}", policy.display()))?;
     let policy = Arc::new(Policy::parse(&text).with_context(|| format!("{}", policy.display()))?);
-    let path = db::sqlite_path(&db)?;
-    let db = Arc::new(db::Db::open(&path)?);
+    let location = db::Location::parse(&db)?;
+    let db = Arc::new(db::Db::open(location)?);
     let mut followed = 0;
     for log in &policy.logs {
         let Some(url) = &log.url else {
@@ -129,7 +131,7 @@ async fn serve(policy: PathBuf, db: String, listen: SocketAddr, interval: Durati
         .with_context(|| format!("listening on {listen}"))?;
     println!("reprolog-explorer {}", env!("CARGO_PKG_VERSION"));
     println!("url:      http://{}/", listener.local_addr()?);
-    println!("index:    {}", path.display());
+    println!("index:    {}", db.location().describe());
     println!("logs:     {followed} followed");
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
