@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check reprolog has: formatting, clippy and all tests, after installing what the
-# tests need (Debian's nix-bin, used as the real Nix client; Python's securesystemslib, an
-# independent DSSE implementation). Run as root on Debian.
+# tests need (Debian's nix-bin, used as the real Nix client; Debian's postgresql, a real
+# PostgreSQL server for the explorer; Python's securesystemslib, an independent DSSE
+# implementation). Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,12 @@ if ! command -v nix >/dev/null 2>&1; then
   echo "== installing nix-bin (real Nix for the end-to-end tests)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin >/dev/null
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing postgresql (a real PostgreSQL server for the explorer's tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
 if ! python3 -c "import securesystemslib.dsse, cryptography" >/dev/null 2>&1; then

@@ -1,7 +1,9 @@
 //! The two databases the index lives in, behind one small interface: SQLite (the embedded
 //! default) and PostgreSQL (an index that outgrows one machine or serves many readers). Every
 //! query of the index is written once, in the SQL both accept, with `$1`-style parameters of
-//! two types, integers and text; only the schema differs.
+//! two types, integers and text; only the schema differs. A parameter PostgreSQL cannot type
+//! from its use (`$1 IS NULL`) is written `CAST($1 AS TEXT)` or `CAST($1 AS BIGINT)`, which
+//! both read the same way.
 
 use postgres::types::{ToSql, Type};
 

@@ -700,9 +700,12 @@ pub fn disagreements(
         &format!(
             "SELECT hash_part, {latest} FROM claims WHERE void IS NULL GROUP BY hash_part
              HAVING COUNT(DISTINCT nar_hash) > 1
-                AND ($1 IS NULL OR SUM(CASE WHEN builder = $1 THEN 1 ELSE 0 END) > 0)
-                AND ($2 IS NULL OR {latest} >= $2) AND ($3 IS NULL OR {latest} < $3)
-                AND ($4 IS NULL OR {latest} < $4 OR ({latest} = $4 AND hash_part < $5))
+                AND (CAST($1 AS TEXT) IS NULL
+                     OR SUM(CASE WHEN builder = $1 THEN 1 ELSE 0 END) > 0)
+                AND (CAST($2 AS BIGINT) IS NULL OR {latest} >= $2)
+                AND (CAST($3 AS BIGINT) IS NULL OR {latest} < $3)
+                AND (CAST($4 AS BIGINT) IS NULL OR {latest} < $4
+                     OR ({latest} = $4 AND hash_part < $5))
              ORDER BY {latest} DESC, hash_part DESC LIMIT $6"
         ),
         &[
@@ -737,7 +740,8 @@ pub fn timeseries(
     let params = [seconds.into(), builder.into()];
     for r in conn.query(
         "SELECT logged_at / $1 * $1 AS s, COUNT(*) FROM claims
-         WHERE void IS NULL AND logged_at IS NOT NULL AND ($2 IS NULL OR builder = $2)
+         WHERE void IS NULL AND logged_at IS NOT NULL
+           AND (CAST($2 AS TEXT) IS NULL OR builder = $2)
          GROUP BY logged_at / $1 * $1",
         &params,
     )? {
@@ -752,7 +756,8 @@ pub fn timeseries(
                 SUM(CASE WHEN nb > 1 OR nh > 1 THEN 1 ELSE 0 END),
                 SUM(CASE WHEN nb > 1 AND nh = 1 THEN 1 ELSE 0 END),
                 SUM(CASE WHEN nh > 1 THEN 1 ELSE 0 END)
-         FROM p WHERE t IS NOT NULL AND ($2 IS NULL OR mine > 0) GROUP BY t / $1 * $1",
+         FROM p WHERE t IS NOT NULL AND (CAST($2 AS TEXT) IS NULL OR mine > 0)
+         GROUP BY t / $1 * $1",
         &params,
     )? {
         let b = buckets.entry(r[0].int()? as u64).or_default();
@@ -779,8 +784,9 @@ pub fn export(
         let rows = conn.query(
             &format!(
                 "SELECT {CLAIM_COLUMNS}, claims.log FROM claims JOIN logs ON logs.id = claims.log
-                 WHERE ($1 IS NULL OR builder = $1) AND ($2 IS NULL OR logged_at >= $2)
-                   AND ($3 IS NULL OR logged_at < $3)
+                 WHERE (CAST($1 AS TEXT) IS NULL OR builder = $1)
+                   AND (CAST($2 AS BIGINT) IS NULL OR logged_at >= $2)
+                   AND (CAST($3 AS BIGINT) IS NULL OR logged_at < $3)
                    AND (claims.log > $4 OR (claims.log = $4 AND idx > $5))
                  ORDER BY claims.log, idx LIMIT $6"
             ),

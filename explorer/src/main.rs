@@ -105,7 +105,8 @@ async fn serve(policy: PathBuf, db: String, listen: SocketAddr, interval: Durati
         .with_context(|| format!("reading {}", policy.display()))?;
     let policy = Arc::new(Policy::parse(&text).with_context(|| format!("{}", policy.display()))?);
     let location = db::Location::parse(&db)?;
-    let db = Arc::new(db::Db::open(location)?);
+    // PostgreSQL's client blocks on a runtime of its own: never on the async workers.
+    let db = Arc::new(tokio::task::spawn_blocking(move || db::Db::open(location)).await??);
     let mut followed = 0;
     for log in &policy.logs {
         let Some(url) = &log.url else {

@@ -408,3 +408,111 @@ pub fn post_raw(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
             .send_bytes(body),
     )
 }
+
+// ---- a private PostgreSQL cluster ----------------------------------------------------------
+
+/// A PostgreSQL server of its own (Debian's `postgresql`): a cluster made by `initdb` in a
+/// temporary directory, started with `pg_ctl` as the unprivileged `postgres` user (PostgreSQL
+/// refuses to run as root), on a free loopback port with trust authentication for the
+/// loopback only. Stopped when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+/// The directory of Debian's PostgreSQL programs (the newest version installed).
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Debian's postgresql is installed (scripts/test.sh installs it)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("an initdb under /usr/lib/postgresql")
+}
+
+/// Runs a PostgreSQL program as the `postgres` user when we are root, else as ourselves.
+fn as_postgres(program: &Path) -> Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("reprolog-pg-")
+            .tempdir_in("/tmp")
+            .expect("a temporary directory");
+        // The postgres user must own the cluster's directory.
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let bin = postgres_bin();
+        let data = dir.path().join("data");
+        run_ok({
+            let mut c = as_postgres(&bin.join("initdb"));
+            c.arg("-D")
+                .arg(&data)
+                .args(["-A", "trust", "-U", "postgres", "--no-sync"]);
+            c
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        run_ok({
+            let mut c = as_postgres(&bin.join("pg_ctl"));
+            c.arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("postgres.log"))
+                .arg("-o")
+                .arg(format!(
+                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                    dir.path().display()
+                ))
+                .args(["-w", "start"]);
+            c
+        });
+        Postgres { dir, port }
+    }
+
+    /// A URL for a fresh database of this server named `name`.
+    pub fn database(&self, name: &str) -> String {
+        run_ok({
+            let mut c = as_postgres(&postgres_bin().join("createdb"));
+            c.args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ]);
+            c
+        });
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&postgres_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}

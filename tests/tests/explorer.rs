@@ -26,15 +26,26 @@ impl Drop for Explorer {
     }
 }
 
-fn explorer(dir: &Path, policy: &Path, db: &Path) -> Explorer {
+fn explorer(dir: &Path, policy: &Path, db: &str) -> Explorer {
+    explorer_logging_to(dir, "explorer.log", policy, db)
+}
+
+/// An explorer whose log goes to `dir/log`.
+fn explorer_logging_to(dir: &Path, log: &str, policy: &Path, db: &str) -> Explorer {
     let mut child = Command::new(workspace_bin("reprolog-explorer"))
         .args(["serve", "--listen", "127.0.0.1:0", "--interval-ms", "100"])
         .arg("--policy")
         .arg(policy)
         .arg("--db")
-        .arg(format!("sqlite://{}", db.display()))
+        .arg(db)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("explorer.log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(log))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     // Read to the end, so that what the explorer prints later never meets a closed pipe.
@@ -52,7 +63,7 @@ fn explorer(dir: &Path, policy: &Path, db: &Path) -> Explorer {
         .unwrap_or_else(|_| {
             panic!(
                 "the explorer did not start: {}",
-                std::fs::read_to_string(dir.join("explorer.log")).unwrap_or_default()
+                std::fs::read_to_string(dir.join(log)).unwrap_or_default()
             )
         });
     Explorer { child, url }
@@ -121,8 +132,23 @@ fn hash_of(path: &str) -> &str {
 }
 
 #[test]
-fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
+fn the_explorer_indexes_a_real_log_as_the_ground_truth_says_in_sqlite() {
     let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}",
+        dir.path().join("index").join("explorer.db").display()
+    );
+    scenario(&dir, &db);
+}
+
+#[test]
+fn the_explorer_indexes_a_real_log_as_the_ground_truth_says_in_postgresql() {
+    let pg = reprolog_tests::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&dir, &pg.database("explorer"));
+}
+
+fn scenario(dir: &tempfile::TempDir, db: &str) {
     let d = dir.path();
     let tag = format!("explorer-{}", std::process::id());
     std::fs::write(
@@ -197,8 +223,7 @@ fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
     let size = 6;
     server.wait_for_checkpoint(size);
 
-    let db = d.join("index").join("explorer.db");
-    let e = explorer(d, &policy, &db);
+    let e = explorer(d, &policy, db);
     let status = wait_verified(&e, size);
     let log = &status["logs"][0];
     assert_eq!(log["origin"], "example.com/explored", "{status}");
@@ -278,7 +303,9 @@ fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
     );
     for query in ["", "?builder=explorer-b1", "?since=2020-01-01T00:00:00Z"] {
         let (_, d) = get_json(&format!("{}/api/v1/disagreements{query}", e.url));
-        let paths = d["paths"].as_array().unwrap();
+        let paths = d["paths"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: {d}"));
         assert_eq!(paths.len(), 1, "{query}: {d}");
         assert_eq!(paths[0]["store_path"], stamp.as_str(), "{d}");
         assert_eq!(paths[0]["nar_hashes"].as_array().unwrap().len(), 2, "{d}");
@@ -341,7 +368,7 @@ fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
 
     // Killed and restarted: the same index, nothing twice; then it follows new entries.
     drop(e);
-    let e = explorer(d, &policy, &db);
+    let e = explorer(d, &policy, db);
     wait_verified(&e, size);
     let (_, again) = get_json(&format!("{}/api/v1/builders", e.url));
     assert_eq!(again, builders);
@@ -357,7 +384,7 @@ fn the_explorer_indexes_a_real_log_as_the_ground_truth_says() {
         format!("log {log_vkey} {fork_url}\nquorum none\n"),
     )
     .unwrap();
-    let e = explorer(d, &quorum_none, &db);
+    let e = explorer(d, &quorum_none, db);
     let start = Instant::now();
     let status = loop {
         let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
@@ -416,4 +443,61 @@ fn forked_log(key: &str, size: u64) -> String {
         }
     });
     url
+}
+
+/// Two explorers share one PostgreSQL database: exactly one follows the log; when it is
+/// killed, the other takes over, and every entry is indexed once, none skipped.
+#[test]
+fn a_second_explorer_takes_over_a_shared_postgresql_index() {
+    use reprolog_tests::{submit, synthetic_narinfo};
+    use reprolog_verifier::nix::NixSecretKey;
+    let pg = reprolog_tests::Postgres::start();
+    let db = pg.database("shared");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = NixSecretKey::generate("shared-b1");
+    let log_dir = d.join("log");
+    write_builders(&log_dir, &[key.public_key().to_string()]);
+    let server = Server::start(&log_dir, &["--checkpoint-interval-ms", "50"]);
+    let policy = d.join("policy");
+    std::fs::write(
+        &policy,
+        format!(
+            "log {} {}\nquorum none\n",
+            server.verifier_key(),
+            server.url
+        ),
+    )
+    .unwrap();
+    let ingest = |from: u64, to: u64| {
+        let body: Vec<String> = (from..to)
+            .map(|i| synthetic_narinfo(&key, "shared", i, 0))
+            .collect();
+        let (code, answer) = submit(&server, &body.join("\n"));
+        assert_eq!(code, 200, "{answer}");
+    };
+    ingest(0, 300);
+    server.wait_for_checkpoint(301);
+    let a = explorer_logging_to(d, "a.log", &policy, &db);
+    let b = explorer_logging_to(d, "b.log", &policy, &db);
+    wait_verified(&a, 301);
+    // Exactly one of them follows.
+    std::thread::sleep(Duration::from_millis(500));
+    let follows = |log: &str| {
+        std::fs::read_to_string(d.join(log))
+            .unwrap_or_default()
+            .contains(": following")
+    };
+    assert!(
+        follows("a.log") != follows("b.log"),
+        "one follower, not two"
+    );
+    let (follower, standby) = if follows("a.log") { (a, b) } else { (b, a) };
+    drop(follower); // killed
+    ingest(300, 700);
+    server.wait_for_checkpoint(701);
+    wait_verified(&standby, 701);
+    let (_, builders) = get_json(&format!("{}/api/v1/builders", standby.url));
+    assert_eq!(builders["builders"][0]["entries"], 700, "{builders}");
+    assert_eq!(builders["builders"][0]["paths"], 700, "{builders}");
 }
