@@ -501,3 +501,69 @@ fn a_second_explorer_takes_over_a_shared_postgresql_index() {
     assert_eq!(builders["builders"][0]["entries"], 700, "{builders}");
     assert_eq!(builders["builders"][0]["paths"], 700, "{builders}");
 }
+
+/// An explorer killed in the middle of following a long log resumes where its last commit
+/// left it: in the end every entry is indexed exactly once.
+#[test]
+fn an_explorer_killed_while_following_resumes_without_gaps_or_repeats() {
+    use reprolog_tests::{submit, synthetic_narinfo};
+    use reprolog_verifier::nix::NixSecretKey;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = NixSecretKey::generate("killed-b1");
+    let log_dir = d.join("log");
+    write_builders(&log_dir, &[key.public_key().to_string()]);
+    let server = Server::start(&log_dir, &["--checkpoint-interval-ms", "50"]);
+    let policy = d.join("policy");
+    std::fs::write(
+        &policy,
+        format!(
+            "log {} {}\nquorum none\n",
+            server.verifier_key(),
+            server.url
+        ),
+    )
+    .unwrap();
+    let total = 30_000;
+    for from in (0..total).step_by(3000) {
+        let body: Vec<String> = (from..from + 3000)
+            .map(|i| synthetic_narinfo(&key, "killed", i, 0))
+            .collect();
+        let (code, answer) = submit(&server, &body.join("\n"));
+        assert_eq!(code, 200, "{answer}");
+    }
+    let size = total + 1;
+    server.wait_for_checkpoint(size);
+    let db = format!("sqlite://{}", d.join("index.db").display());
+    let mut caught = None;
+    for _ in 0..5 {
+        let e = explorer(d, &policy, &db);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
+            let verified = status["logs"][0]["verified_size"].as_u64().unwrap_or(0);
+            if verified > 0 && verified < size {
+                caught = Some(verified);
+                break;
+            }
+            if verified == size {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(e); // SIGKILL, in the middle of following if caught
+        if caught.is_some() {
+            break;
+        }
+        // Too quick to catch: start again from an empty index.
+        for file in ["index.db", "index.db-wal", "index.db-shm"] {
+            let _ = std::fs::remove_file(d.join(file));
+        }
+    }
+    assert!(caught.is_some(), "never saw the explorer part-way through");
+    let e = explorer(d, &policy, &db);
+    wait_verified(&e, size);
+    let (_, builders) = get_json(&format!("{}/api/v1/builders", e.url));
+    assert_eq!(builders["builders"][0]["entries"], total, "{builders}");
+    assert_eq!(builders["builders"][0]["paths"], total, "{builders}");
+}
