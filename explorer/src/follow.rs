@@ -197,10 +197,9 @@ impl Follower {
                 .map(|&(size, time)| DatedCheckpoint { size, time }),
         );
         let timeline = Timeline::new(timeline);
-        for (index, bytes) in self.read_entries(row.size, end, cp.size)? {
+        let entries = decode_and_verify(self.read_entries(row.size, end, cp.size)?)?;
+        for (index, bytes, entry) in entries {
             range.push(merkle::leaf_hash(&bytes));
-            let entry = LogEntry::decode(&bytes)
-                .map_err(|e| stop(format!("INVALID ENTRY {index}: {e}")))?;
             match entry {
                 LogEntry::Key(event) => {
                     registry
@@ -214,9 +213,6 @@ impl Follower {
                         .push((index, String::from_utf8_lossy(&bytes).into_owned()));
                 }
                 LogEntry::Signing(entry) => {
-                    entry.verify_signature().map_err(|e| {
-                        stop(format!("INVALID ENTRY {index}: its builder signature: {e}"))
-                    })?;
                     let status = registry.status(&entry.builder, index);
                     let Some(identity) = status.identity() else {
                         return Err(stop(format!(
@@ -351,6 +347,49 @@ impl Follower {
         }
         Ok(out)
     }
+}
+
+/// Decodes every entry and checks every signing event's builder signature, on every core:
+/// strict verification is most of the follower's work. Key events are checked by the
+/// registry, in order.
+fn decode_and_verify(
+    entries: Vec<(u64, Vec<u8>)>,
+) -> Result<Vec<(u64, Vec<u8>, LogEntry)>, StepError> {
+    let check = |(index, bytes): (u64, Vec<u8>)| -> Result<(u64, Vec<u8>, LogEntry), StepError> {
+        let entry =
+            LogEntry::decode(&bytes).map_err(|e| stop(format!("INVALID ENTRY {index}: {e}")))?;
+        if let LogEntry::Signing(signing) = &entry {
+            signing
+                .verify_signature()
+                .map_err(|e| stop(format!("INVALID ENTRY {index}: its builder signature: {e}")))?;
+        }
+        Ok((index, bytes, entry))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = entries.len().div_ceil(threads).max(1);
+    let mut parts: Vec<Vec<(u64, Vec<u8>)>> = Vec::new();
+    let mut rest = entries.into_iter().peekable();
+    while rest.peek().is_some() {
+        parts.push(rest.by_ref().take(per_thread).collect());
+    }
+    let checked: Vec<Result<Vec<_>, StepError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(check).collect()))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(stop("a verifying thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for part in checked {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 /// The claim an entry makes, for `identity`.

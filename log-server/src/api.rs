@@ -320,16 +320,25 @@ async fn submit_key_event<S: LogStore>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let _in_flight = InFlight::new(&state.metrics);
-    require_type(&headers, &[KEY_EVENT_TYPE], "a key event")?;
-    let unprocessable = |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why);
+    let metrics = &state.metrics;
+    require_type(&headers, &[KEY_EVENT_TYPE], "a key event")
+        .inspect_err(|_| metrics.reject(Rejection::ContentType))?;
+    let unprocessable = |why: String| {
+        metrics.reject(Rejection::KeyEventRefused);
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why)
+    };
+    let malformed = |why: String| {
+        metrics.reject(Rejection::Malformed);
+        ApiError::bad_request(why)
+    };
     let event = match LogEntry::decode(&body) {
         Ok(LogEntry::Key(event)) => event,
         Ok(LogEntry::Signing(_)) => {
-            return Err(ApiError::bad_request(
-                "a signing event; submit narinfos to /api/v1/narinfo",
+            return Err(malformed(
+                "a signing event; submit narinfos to /api/v1/narinfo".into(),
             ))
         }
-        Err(e) => return Err(ApiError::bad_request(format!("not a key event: {e}"))),
+        Err(e) => return Err(malformed(format!("not a key event: {e}"))),
     };
     if let KeyAction::Register(_) | KeyAction::Unregister(_) = event.action {
         return Err(unprocessable(

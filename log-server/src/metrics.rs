@@ -59,9 +59,11 @@ pub enum Rejection {
     NoValidSignature,
     InvalidSignatures,
     TooManyItems,
+    /// A key event that breaks a rule of the registry, or whose signatures do not verify.
+    KeyEventRefused,
 }
 
-const REJECTIONS: [(Rejection, &str); 7] = [
+const REJECTIONS: [(Rejection, &str); 8] = [
     (Rejection::Malformed, "malformed"),
     (Rejection::BodyTooLarge, "body_too_large"),
     (Rejection::ContentType, "content_type"),
@@ -69,6 +71,7 @@ const REJECTIONS: [(Rejection, &str); 7] = [
     (Rejection::NoValidSignature, "no_valid_signature"),
     (Rejection::InvalidSignatures, "invalid_signatures"),
     (Rejection::TooManyItems, "too_many_items"),
+    (Rejection::KeyEventRefused, "key_event_refused"),
 ];
 
 pub struct Metrics {
@@ -78,7 +81,7 @@ pub struct Metrics {
     pub entries_duplicate: AtomicU64,
     pub signatures_ignored: AtomicU64,
     pub checkpoints_published: AtomicU64,
-    rejections: [AtomicU64; 7],
+    rejections: [AtomicU64; 8],
     /// Witness answers whose cosignature did not verify over the log's own checkpoint.
     pub cosignatures_refused: AtomicU64,
     /// Entries logged whose NAR hash differs from the first one logged for their store path.
