@@ -108,6 +108,7 @@ fn verdict(claims: &[ClaimRow]) -> Verdict {
 
 fn indexed(c: ClaimRow) -> IndexedClaim {
     IndexedClaim {
+        store_path: c.store_path,
         log: c.log,
         index: c.index,
         kind: c.kind,

@@ -344,6 +344,14 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
         .collect();
     assert_eq!(exported.len(), 2, "{exported:?}");
     assert!(exported.iter().all(|c| c["builder"] == "explorer-b2"));
+    let mut exported_paths: Vec<&str> = exported
+        .iter()
+        .map(|c| c["store_path"].as_str().unwrap())
+        .collect();
+    exported_paths.sort();
+    let mut built = vec![same.as_str(), stamp.as_str()];
+    built.sort();
+    assert_eq!(exported_paths, built);
 
     // Bad input: a clear 400 or 413, and the index unchanged.
     for bad in [

@@ -10,6 +10,8 @@ use crate::compare::{Summary, Verdict};
 /// checked, judged by the log's registry as of its index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedClaim {
+    /// The store path it is about.
+    pub store_path: String,
     /// The origin of the log that holds it.
     pub log: String,
     /// Its index in that log.
