@@ -516,3 +516,57 @@ impl Drop for Postgres {
             .output();
     }
 }
+
+// ---- a log that lies --------------------------------------------------------------------
+
+/// Serves a log of `entries` as tiles with a checkpoint signed by `key`: a log that shows
+/// what the real server would never log.
+pub fn lying_log(key: reprolog_verifier::note::SignerKey, entries: Vec<Vec<u8>>) -> String {
+    use reprolog_verifier::checkpoint::Checkpoint;
+    use reprolog_verifier::merkle::MemoryTree;
+    use reprolog_verifier::note::Note;
+    use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath};
+    use std::io::{BufRead, BufReader, Write};
+    let mut tree = MemoryTree::new();
+    for e in &entries {
+        tree.push(reprolog_verifier::merkle::leaf_hash(e));
+    }
+    let size = entries.len() as u64;
+    let mut note = Note::new(&Checkpoint::new(key.name(), size, tree.root()).to_text()).unwrap();
+    note.sign(&key);
+    let checkpoint = note.encode();
+    let bundle = TilePath {
+        kind: TileKind::Entries,
+        index: 0,
+        width: size as u16,
+    };
+    let (bundle_path, bundle) = (format!("/{bundle}"), encode_bundle(&entries).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let target = line.split(' ').nth(1).unwrap_or("/");
+            let (status, body) = match target {
+                "/checkpoint" => (200, checkpoint.as_bytes().to_vec()),
+                t if t == bundle_path => (200, bundle.clone()),
+                _ => (404, Vec::new()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    url
+}

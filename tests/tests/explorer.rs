@@ -575,3 +575,50 @@ fn an_explorer_killed_while_following_resumes_without_gaps_or_repeats() {
     assert_eq!(builders["builders"][0]["entries"], total, "{builders}");
     assert_eq!(builders["builders"][0]["paths"], total, "{builders}");
 }
+
+/// A log that serves a forged registry entry stops being followed, and says which and why;
+/// nothing of the chunk that held it enters the index.
+#[test]
+fn a_log_serving_a_forged_key_event_stops_being_followed() {
+    use reprolog_verifier::key_event::KeyEvent;
+    use reprolog_verifier::nix::NixSecretKey;
+    use reprolog_verifier::note::SignerKey;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log_key = SignerKey::from_seed("example.com/lying", [5; 32]).unwrap();
+    let impostor = SignerKey::from_seed("example.com/lying", [6; 32]).unwrap();
+    let one = NixSecretKey::from_seed("b-1", [1; 32]);
+    let entries = vec![
+        KeyEvent::register(one.public_key(), 0, &log_key).encode(),
+        KeyEvent::register(
+            NixSecretKey::from_seed("b-2", [2; 32]).public_key(),
+            1,
+            &impostor,
+        )
+        .encode(),
+    ];
+    let url = reprolog_tests::lying_log(log_key.clone(), entries);
+    let policy = d.join("policy");
+    std::fs::write(
+        &policy,
+        format!("log {} {url}\nquorum none\n", log_key.verifier_key()),
+    )
+    .unwrap();
+    let db = format!("sqlite://{}", d.join("index.db").display());
+    let e = explorer(d, &policy, &db);
+    let start = Instant::now();
+    let status = loop {
+        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
+        if status["logs"][0]["state"] == "stopped" {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = &status["logs"][0];
+    assert_eq!(
+        log["reason"], "INVALID KEY EVENT at index 1: the operator's signature does not verify",
+        "{status}"
+    );
+    assert_eq!(log["verified_size"], 0, "{status}");
+}
