@@ -12,6 +12,7 @@ use reprolog_verifier::dating::rfc3339;
 use reprolog_verifier::explorer_api::{IndexedBuilder, PairAgreement};
 use reprolog_verifier::locks;
 
+use crate::aggregates::{self, EntryChange};
 pub use crate::backend::DbError;
 use crate::backend::{Backend, Value};
 
@@ -269,6 +270,8 @@ impl Db {
             }
         }
         writer.batch(INDEXES)?;
+        writer.batch(aggregates::SCHEMA)?;
+        check_version(writer.as_mut())?;
         Ok(Db {
             location,
             writer: Mutex::new(writer),
@@ -436,6 +439,34 @@ impl Db {
     }
 }
 
+/// The version of the index's tables this explorer writes. An index of another version was
+/// made by another explorer and is refused: it is derived data, rebuilt from the logs.
+const VERSION: i64 = 2;
+
+fn check_version(conn: &mut dyn Backend) -> Result<(), DbError> {
+    conn.batch("CREATE TABLE IF NOT EXISTS meta (version BIGINT NOT NULL)")?;
+    let found = conn.query("SELECT version FROM meta", &[])?;
+    match found.first().map(|r| r[0].int()).transpose()? {
+        Some(VERSION) => Ok(()),
+        Some(other) => Err(DbError::Other(format!(
+            "the index is of version {other}, made by another explorer (this one writes \
+             version {VERSION}); delete it and the explorer rebuilds it from the logs"
+        ))),
+        None => {
+            let claims = conn.query("SELECT COUNT(*) FROM claims", &[])?;
+            if claims.first().map(|r| r[0].int()).transpose()? != Some(0) {
+                return Err(DbError::Other(
+                    "the index was made by an earlier explorer, without its aggregates; \
+                     delete it and the explorer rebuilds it from the logs"
+                        .into(),
+                ));
+            }
+            conn.execute("INSERT INTO meta (version) VALUES ($1)", &[VERSION.into()])
+                .map(drop)
+        }
+    }
+}
+
 fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> Result<(), DbError> {
     // First, and only if the log is still where the chunk starts: in PostgreSQL this takes
     // the log's row lock, so a second writer waits and then finds it moved.
@@ -456,7 +487,15 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
             "the index no longer holds log {log} at size {from}: another explorer follows it"
         )));
     }
+    let mut touched = std::collections::BTreeSet::new();
+    let mut entries: Vec<EntryChange> = Vec::new();
     for c in &chunk.claims {
+        touched.insert(c.hash_part.clone());
+        entries.push(EntryChange {
+            builder: c.builder.clone(),
+            logged_at: c.logged_at,
+            delta: 1,
+        });
         conn.execute(
             "INSERT INTO claims (log, idx, kind, hash_part, store_path, name, builder, key,
              key_name, nar_hash, nar_size, refs, deriver, logged_at)
@@ -486,6 +525,18 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
         )?;
     }
     for (key, void_from, why) in &chunk.voids {
+        for r in conn.query(
+            "SELECT hash_part, builder, logged_at FROM claims
+             WHERE log = $1 AND key = $2 AND idx >= $3 AND void IS NULL",
+            &[log.into(), key.as_str().into(), (*void_from).into()],
+        )? {
+            touched.insert(r[0].text()?);
+            entries.push(EntryChange {
+                builder: r[1].text()?,
+                logged_at: r[2].opt_int()?.map(|t| t as u64),
+                delta: -1,
+            });
+        }
         conn.execute(
             "UPDATE claims SET void = $4 WHERE log = $1 AND key = $2 AND idx >= $3
              AND void IS NULL",
@@ -508,15 +559,38 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
     }
     // Claims indexed before their covering checkpoint was dated get their time now.
     if !chunk.checkpoints.is_empty() {
-        conn.execute(
-            "UPDATE claims SET logged_at = (SELECT MIN(time) FROM checkpoints
-               WHERE checkpoints.log = claims.log AND checkpoints.size > claims.idx)
-             WHERE log = $1 AND logged_at IS NULL
-             AND idx < (SELECT MAX(size) FROM checkpoints WHERE log = $1)",
+        let undated = "WHERE log = $1 AND logged_at IS NULL
+             AND idx < (SELECT MAX(size) FROM checkpoints WHERE log = $1)";
+        let dating = conn.query(
+            &format!("SELECT idx, hash_part, builder FROM claims {undated} AND void IS NULL"),
             &[log.into()],
         )?;
+        conn.execute(
+            &format!(
+                "UPDATE claims SET logged_at = (SELECT MIN(time) FROM checkpoints
+                   WHERE checkpoints.log = claims.log AND checkpoints.size > claims.idx)
+                 {undated}"
+            ),
+            &[log.into()],
+        )?;
+        for r in dating {
+            let time = conn.query(
+                "SELECT logged_at FROM claims WHERE log = $1 AND idx = $2",
+                &[log.into(), r[0].clone()],
+            )?;
+            let logged_at = time.first().map(|t| t[0].opt_int()).transpose()?.flatten();
+            touched.insert(r[1].text()?);
+            // Counted undated until now: it moves into its bucket.
+            for (logged_at, delta) in [(None, -1), (logged_at.map(|t| t as u64), 1)] {
+                entries.push(EntryChange {
+                    builder: r[2].text()?,
+                    logged_at,
+                    delta,
+                });
+            }
+        }
     }
-    Ok(())
+    aggregates::update(conn, &touched, &entries)
 }
 
 fn log_row(r: &[Value]) -> Result<LogRow, DbError> {
@@ -625,11 +699,12 @@ pub fn search(
     Ok((found, more))
 }
 
-/// Per builder identity: claims that count, distinct paths, first and last logged time.
+/// Per builder identity: claims that count, distinct paths, first and last logged time
+/// (from the maintained aggregates).
 pub fn builders(conn: &mut dyn Backend) -> Result<Vec<IndexedBuilder>, DbError> {
     conn.query(
-        "SELECT builder, COUNT(*), COUNT(DISTINCT hash_part), MIN(logged_at), MAX(logged_at)
-         FROM claims WHERE void IS NULL GROUP BY builder ORDER BY builder",
+        "SELECT builder, entries, paths, first_logged, last_logged FROM builder_stats
+         WHERE entries > 0 OR paths > 0 ORDER BY builder",
         &[],
     )?
     .iter()
@@ -646,16 +721,10 @@ pub fn builders(conn: &mut dyn Backend) -> Result<Vec<IndexedBuilder>, DbError> 
 }
 
 /// Every pair of builders with a path in common: paths in common, and those they agree on
-/// (each claimed one NAR hash, the same).
+/// (each claimed one NAR hash, the same), from the maintained aggregates.
 pub fn agreement(conn: &mut dyn Backend) -> Result<Vec<PairAgreement>, DbError> {
     conn.query(
-        "WITH pb AS (SELECT hash_part, builder, MIN(nar_hash) AS h,
-                            COUNT(DISTINCT nar_hash) AS n
-                     FROM claims WHERE void IS NULL GROUP BY hash_part, builder)
-         SELECT a.builder, b.builder, COUNT(*),
-                SUM(CASE WHEN a.n = 1 AND b.n = 1 AND a.h = b.h THEN 1 ELSE 0 END)
-         FROM pb a JOIN pb b ON a.hash_part = b.hash_part AND a.builder < b.builder
-         GROUP BY a.builder, b.builder ORDER BY a.builder, b.builder",
+        "SELECT a, b, common, agree FROM pair_stats WHERE common > 0 ORDER BY a, b",
         &[],
     )?
     .iter()
@@ -686,7 +755,8 @@ pub struct DisagreementFilter {
 /// undated).
 pub type Unreproduced = (String, i64);
 
-/// Unreproduced paths, the most recently logged first, and the cursor of the next page.
+/// Unreproduced paths, the most recently logged first, and the cursor of the next page (from
+/// the maintained per-path aggregates).
 pub fn disagreements(
     conn: &mut dyn Backend,
     f: &DisagreementFilter,
@@ -695,19 +765,15 @@ pub fn disagreements(
         Some((t, h)) => (Value::Int(*t), Value::Text(h.clone())),
         None => (Value::NullInt, Value::NullText),
     };
-    let latest = "COALESCE(MAX(logged_at), -1)";
     let rows = conn.query(
-        &format!(
-            "SELECT hash_part, {latest} FROM claims WHERE void IS NULL GROUP BY hash_part
-             HAVING COUNT(DISTINCT nar_hash) > 1
-                AND (CAST($1 AS TEXT) IS NULL
-                     OR SUM(CASE WHEN builder = $1 THEN 1 ELSE 0 END) > 0)
-                AND (CAST($2 AS BIGINT) IS NULL OR {latest} >= $2)
-                AND (CAST($3 AS BIGINT) IS NULL OR {latest} < $3)
-                AND (CAST($4 AS BIGINT) IS NULL OR {latest} < $4
-                     OR ({latest} = $4 AND hash_part < $5))
-             ORDER BY {latest} DESC, hash_part DESC LIMIT $6"
-        ),
+        "SELECT p.hash_part, p.latest FROM path_stats p WHERE p.hashes > 1
+           AND (CAST($1 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM path_builders pb
+                 WHERE pb.hash_part = p.hash_part AND pb.builder = $1))
+           AND (CAST($2 AS BIGINT) IS NULL OR p.latest >= $2)
+           AND (CAST($3 AS BIGINT) IS NULL OR p.latest < $3)
+           AND (CAST($4 AS BIGINT) IS NULL OR p.latest < $4
+                OR (p.latest = $4 AND p.hash_part < $5))
+         ORDER BY p.latest DESC, p.hash_part DESC LIMIT $6",
         &[
             f.builder.as_deref().into(),
             f.since.into(),
@@ -728,42 +794,26 @@ pub fn disagreements(
     Ok((found, next.flatten()))
 }
 
-/// Per bucket of `seconds`: claims logged, and the paths whose latest claim falls in it,
-/// compared, reproduced and unreproduced; only dated claims; `builder` narrows to its claims
-/// and the paths it claimed.
+/// Per bucket of `seconds` (one of [`aggregates::BUCKETS`]): claims logged, and the paths
+/// whose latest claim falls in it, compared, reproduced and unreproduced; `builder` narrows
+/// to its claims and the paths it claimed. From the maintained aggregates.
 pub fn timeseries(
     conn: &mut dyn Backend,
     seconds: u64,
     builder: Option<&str>,
 ) -> Result<Vec<(u64, [u64; 4])>, DbError> {
-    let mut buckets = std::collections::BTreeMap::<u64, [u64; 4]>::new();
-    let params = [seconds.into(), builder.into()];
-    for r in conn.query(
-        "SELECT logged_at / $1 * $1 AS s, COUNT(*) FROM claims
-         WHERE void IS NULL AND logged_at IS NOT NULL
-           AND (CAST($2 AS TEXT) IS NULL OR builder = $2)
-         GROUP BY logged_at / $1 * $1",
-        &params,
-    )? {
-        buckets.entry(r[0].int()? as u64).or_default()[0] = r[1].int()? as u64;
-    }
-    for r in conn.query(
-        "WITH p AS (SELECT MAX(logged_at) AS t, COUNT(DISTINCT builder) AS nb,
-                           COUNT(DISTINCT nar_hash) AS nh,
-                           SUM(CASE WHEN builder = $2 THEN 1 ELSE 0 END) AS mine
-                    FROM claims WHERE void IS NULL GROUP BY hash_part)
-         SELECT t / $1 * $1 AS s,
-                SUM(CASE WHEN nb > 1 OR nh > 1 THEN 1 ELSE 0 END),
-                SUM(CASE WHEN nb > 1 AND nh = 1 THEN 1 ELSE 0 END),
-                SUM(CASE WHEN nh > 1 THEN 1 ELSE 0 END)
-         FROM p WHERE t IS NOT NULL AND (CAST($2 AS TEXT) IS NULL OR mine > 0)
-         GROUP BY t / $1 * $1",
-        &params,
-    )? {
-        let b = buckets.entry(r[0].int()? as u64).or_default();
-        (b[1], b[2], b[3]) = (r[1].int()? as u64, r[2].int()? as u64, r[3].int()? as u64);
-    }
-    Ok(buckets.into_iter().collect())
+    conn.query(
+        "SELECT start, entries, compared, reproduced, unreproduced FROM buckets
+         WHERE seconds = $1 AND builder = $2 AND (entries > 0 OR compared > 0)
+         ORDER BY start",
+        &[seconds.into(), builder.unwrap_or("").into()],
+    )?
+    .iter()
+    .map(|r| {
+        let n = |i: usize| r[i].int().map(|v| v.max(0) as u64);
+        Ok((n(0)?, [n(1)?, n(2)?, n(3)?, n(4)?]))
+    })
+    .collect()
 }
 
 /// How many claims one page of an export reads.
@@ -810,5 +860,208 @@ pub fn export(
         if last {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    fn claim(
+        index: u64,
+        path: usize,
+        builder: usize,
+        hash: usize,
+        logged_at: Option<u64>,
+    ) -> NewClaim {
+        let hash_part = format!("{:0>32}", path);
+        NewClaim {
+            index,
+            kind: "cache-signature",
+            store_path: format!("/nix/store/{hash_part}-p{path}"),
+            hash_part,
+            name: format!("p{path}"),
+            builder: format!("b{builder}"),
+            key: format!("k{builder}:key"),
+            key_name: format!("k{builder}"),
+            nar_hash: format!("sha256:{hash}"),
+            nar_size: 1,
+            references: Vec::new(),
+            deriver: None,
+            logged_at,
+        }
+    }
+
+    /// What the aggregates answer: builders (entries, paths), pairs, unreproduced paths
+    /// newest first, hourly buckets.
+    type Answers = (
+        Vec<(String, u64, u64)>,
+        Vec<PairAgreement>,
+        Vec<String>,
+        Vec<(u64, [u64; 4])>,
+    );
+
+    /// The aggregates' answers, recomputed from every claim by brute force.
+    fn oracle(conn: &mut dyn Backend) -> Answers {
+        let rows = conn
+            .query(
+                "SELECT hash_part, builder, nar_hash, logged_at FROM claims WHERE void IS NULL",
+                &[],
+            )
+            .unwrap();
+        let mut paths: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+        let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+        let mut entries: BTreeMap<String, u64> = BTreeMap::new();
+        let mut buckets: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
+        for r in &rows {
+            let (p, b, h) = (
+                r[0].text().unwrap(),
+                r[1].text().unwrap(),
+                r[2].text().unwrap(),
+            );
+            let t = r[3].opt_int().unwrap();
+            paths
+                .entry(p.clone())
+                .or_default()
+                .entry(b.clone())
+                .or_default()
+                .insert(h);
+            let l = latest.entry(p).or_insert(-1);
+            *l = (*l).max(t.unwrap_or(-1));
+            *entries.entry(b).or_default() += 1;
+            if let Some(t) = t {
+                buckets.entry(t as u64 / 3600 * 3600).or_default()[0] += 1;
+            }
+        }
+        let builders = entries
+            .iter()
+            .map(|(b, n)| {
+                (
+                    b.clone(),
+                    *n,
+                    paths.values().filter(|p| p.contains_key(b)).count() as u64,
+                )
+            })
+            .collect();
+        let mut pairs: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        let mut unreproduced = Vec::new();
+        for (p, by) in &paths {
+            let hashes: BTreeSet<&String> = by.values().flatten().collect();
+            let names: Vec<&String> = by.keys().collect();
+            for (i, a) in names.iter().enumerate() {
+                for b in &names[i + 1..] {
+                    let agree = by[*a].len() == 1 && by[*b].len() == 1 && by[*a] == by[*b];
+                    let e = pairs.entry(((*a).clone(), (*b).clone())).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(agree);
+                }
+            }
+            if hashes.len() > 1 {
+                unreproduced.push((latest[p], p.clone()));
+            }
+            if latest[p] >= 0 && (names.len() > 1 || hashes.len() > 1) {
+                let b = buckets.entry(latest[p] as u64 / 3600 * 3600).or_default();
+                b[1] += 1;
+                b[2] += u64::from(names.len() > 1 && hashes.len() == 1);
+                b[3] += u64::from(hashes.len() > 1);
+            }
+        }
+        unreproduced.sort_by(|a, b| b.cmp(a));
+        let agreement = pairs
+            .into_iter()
+            .map(|((a, b), (common, agree))| PairAgreement {
+                a,
+                b,
+                common,
+                agree,
+                disagree: common - agree,
+            })
+            .collect();
+        (
+            builders,
+            agreement,
+            unreproduced.into_iter().map(|(_, p)| p).collect(),
+            buckets.into_iter().collect(),
+        )
+    }
+
+    fn check(db: &Db) {
+        db.read(|conn| {
+            let (builders_want, agreement_want, unreproduced_want, buckets_want) = oracle(conn);
+            let got: Vec<(String, u64, u64)> = builders(conn)?
+                .into_iter()
+                .map(|b| (b.builder, b.entries, b.paths))
+                .collect();
+            assert_eq!(got, builders_want);
+            assert_eq!(agreement(conn)?, agreement_want);
+            let filter = DisagreementFilter {
+                builder: None,
+                since: None,
+                until: None,
+                after: None,
+                limit: 100,
+            };
+            let got: Vec<String> = disagreements(conn, &filter)?
+                .0
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect();
+            assert_eq!(got, unreproduced_want);
+            assert_eq!(timeseries(conn, 3600, None)?, buckets_want);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// The maintained aggregates answer as a scan of every claim would, through new claims,
+    /// revocations that void earlier ones, and claims dated late.
+    #[test]
+    fn aggregates_agree_with_a_scan_of_every_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(Location::Sqlite(dir.path().join("index.db"))).unwrap();
+        let log = db.log("example.com/log", "http://127.0.0.1:1").unwrap().id;
+        let mut size = 0;
+        let mut commit = |claims: Vec<NewClaim>,
+                          voids: Vec<(String, u64, String)>,
+                          checkpoints: Vec<(u64, u64)>| {
+            let end = size + claims.len() as u64;
+            let chunk = Chunk {
+                claims,
+                voids,
+                checkpoints,
+                size: end,
+                ..Chunk::default()
+            };
+            db.commit(log, size, &chunk).unwrap();
+            size = end;
+        };
+        // 200 claims over 40 paths and 4 builders; builder 3 disagrees on every fifth path;
+        // every seventh claim undated.
+        let claims = (0..200u64)
+            .map(|i| {
+                let (path, builder) = (i as usize % 40, i as usize / 40 % 4);
+                let hash = usize::from(builder == 3 && path % 5 == 0);
+                let dated = (i % 7 != 0).then_some(1_000_000 + i * 600);
+                claim(i, path, builder, hash, dated)
+            })
+            .collect();
+        commit(claims, vec![], vec![]);
+        check(&db);
+        // Builder 3's key is revoked as of index 150: its later claims stop counting.
+        commit(
+            vec![claim(200, 41, 0, 0, Some(1_200_000))],
+            vec![("k3:key".into(), 150, "revoked".into())],
+            vec![],
+        );
+        check(&db);
+        // A checkpoint dates what was undated.
+        commit(
+            vec![claim(201, 42, 1, 0, None)],
+            vec![],
+            vec![(300, 1_300_000)],
+        );
+        check(&db);
     }
 }

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod aggregates;
 mod backend;
 mod db;
 mod fetch;

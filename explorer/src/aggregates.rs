@@ -1,0 +1,335 @@
+//! The aggregates the research API reads instead of scanning every claim: per path and
+//! builder, per path, per builder, per pair of builders and per time bucket. They are
+//! maintained in the transaction that commits each chunk: every path the chunk touches (a new
+//! claim, a claim voided by a revocation, a claim dated late) has its rows recomputed from its
+//! own claims, and the other aggregates move by the difference between its old and new state.
+//! Claims that count are those not void; only dated claims count in time buckets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::backend::{Backend, DbError, Value};
+
+/// The tables, in the SQL both databases accept.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS path_stats (
+    hash_part TEXT PRIMARY KEY,
+    store_path TEXT NOT NULL,
+    latest BIGINT NOT NULL,
+    builders BIGINT NOT NULL,
+    hashes BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unreproduced_by_time ON path_stats (latest, hash_part) WHERE hashes > 1;
+CREATE TABLE IF NOT EXISTS path_builders (
+    hash_part TEXT NOT NULL,
+    builder TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    hashes BIGINT NOT NULL,
+    PRIMARY KEY (hash_part, builder)
+);
+CREATE INDEX IF NOT EXISTS path_builders_by_builder ON path_builders (builder, hash_part);
+CREATE TABLE IF NOT EXISTS builder_stats (
+    builder TEXT PRIMARY KEY,
+    entries BIGINT NOT NULL,
+    paths BIGINT NOT NULL,
+    first_logged BIGINT,
+    last_logged BIGINT
+);
+CREATE TABLE IF NOT EXISTS pair_stats (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    common BIGINT NOT NULL,
+    agree BIGINT NOT NULL,
+    PRIMARY KEY (a, b)
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    seconds BIGINT NOT NULL,
+    start BIGINT NOT NULL,
+    builder TEXT NOT NULL,
+    entries BIGINT NOT NULL,
+    compared BIGINT NOT NULL,
+    reproduced BIGINT NOT NULL,
+    unreproduced BIGINT NOT NULL,
+    PRIMARY KEY (seconds, start, builder)
+);
+";
+
+/// The bucket sizes kept: an hour and a day.
+pub const BUCKETS: [u64; 2] = [3600, 86_400];
+
+/// One path's state, as its aggregates hold it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PathState {
+    store_path: String,
+    /// The latest dated claim's time, -1 when none is dated.
+    latest: i64,
+    /// Per builder: its smallest NAR hash and how many distinct ones it claimed.
+    builders: BTreeMap<String, (String, i64)>,
+    /// Distinct NAR hashes over all builders.
+    hashes: i64,
+}
+
+impl PathState {
+    fn compared(&self) -> bool {
+        self.builders.len() > 1 || self.hashes > 1
+    }
+}
+
+/// A claim's part in the per-builder, per-bucket entry counts: +1 when it starts to count,
+/// -1 when it stops.
+#[derive(Clone, Debug)]
+pub struct EntryChange {
+    pub builder: String,
+    pub logged_at: Option<u64>,
+    pub delta: i64,
+}
+
+/// The differences a chunk makes, gathered before they are written.
+#[derive(Default)]
+struct Deltas {
+    /// builder → (entries, paths, first logged, last logged)
+    builders: HashMap<String, (i64, i64, Option<i64>, Option<i64>)>,
+    /// (a, b) → (common, agree)
+    pairs: HashMap<(String, String), (i64, i64)>,
+    /// (seconds, start, builder or "") → [entries, compared, reproduced, unreproduced]
+    buckets: HashMap<(u64, i64, String), [i64; 4]>,
+}
+
+impl Deltas {
+    fn path(&mut self, state: &PathState, sign: i64) {
+        let names: Vec<&String> = state.builders.keys().collect();
+        for name in &names {
+            self.builders.entry((*name).clone()).or_default().1 += sign;
+        }
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                let (ha, na) = &state.builders[*a];
+                let (hb, nb) = &state.builders[*b];
+                let agree = i64::from(*na == 1 && *nb == 1 && ha == hb);
+                let pair = self.pairs.entry(((*a).clone(), (*b).clone())).or_default();
+                pair.0 += sign;
+                pair.1 += sign * agree;
+            }
+        }
+        if state.latest >= 0 && state.compared() {
+            let reproduced = i64::from(state.builders.len() > 1 && state.hashes == 1);
+            let unreproduced = i64::from(state.hashes > 1);
+            for seconds in BUCKETS {
+                let start = state.latest / seconds as i64 * seconds as i64;
+                for builder in std::iter::once("").chain(names.iter().map(|n| n.as_str())) {
+                    let b = self
+                        .buckets
+                        .entry((seconds, start, builder.to_owned()))
+                        .or_default();
+                    b[1] += sign;
+                    b[2] += sign * reproduced;
+                    b[3] += sign * unreproduced;
+                }
+            }
+        }
+    }
+
+    fn entry(&mut self, change: &EntryChange) {
+        let b = self.builders.entry(change.builder.clone()).or_default();
+        b.0 += change.delta;
+        if let Some(t) = change.logged_at {
+            let t = t as i64;
+            if change.delta > 0 {
+                b.2 = Some(b.2.map_or(t, |f| f.min(t)));
+                b.3 = Some(b.3.map_or(t, |l| l.max(t)));
+            }
+            for seconds in BUCKETS {
+                let start = t / seconds as i64 * seconds as i64;
+                for builder in ["", change.builder.as_str()] {
+                    self.buckets
+                        .entry((seconds, start, builder.to_owned()))
+                        .or_default()[0] += change.delta;
+                }
+            }
+        }
+    }
+}
+
+fn old_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState>, DbError> {
+    let Some(row) = conn
+        .query(
+            "SELECT store_path, latest, hashes FROM path_stats WHERE hash_part = $1",
+            &[hash_part.into()],
+        )?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let mut builders = BTreeMap::new();
+    for r in conn.query(
+        "SELECT builder, hash, hashes FROM path_builders WHERE hash_part = $1",
+        &[hash_part.into()],
+    )? {
+        builders.insert(r[0].text()?, (r[1].text()?, r[2].int()?));
+    }
+    Ok(Some(PathState {
+        store_path: row[0].text()?,
+        latest: row[1].int()?,
+        builders,
+        hashes: row[2].int()?,
+    }))
+}
+
+fn new_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState>, DbError> {
+    let rows = conn.query(
+        "SELECT store_path, builder, nar_hash, logged_at FROM claims
+         WHERE hash_part = $1 AND void IS NULL",
+        &[hash_part.into()],
+    )?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut state = PathState {
+        store_path: first[0].text()?,
+        latest: -1,
+        ..PathState::default()
+    };
+    let mut per_builder: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut hashes = BTreeSet::new();
+    for r in &rows {
+        let (builder, hash) = (r[1].text()?, r[2].text()?);
+        if let Some(t) = r[3].opt_int()? {
+            state.latest = state.latest.max(t);
+        }
+        hashes.insert(hash.clone());
+        per_builder.entry(builder).or_default().insert(hash);
+    }
+    state.hashes = hashes.len() as i64;
+    state.builders = per_builder
+        .into_iter()
+        .map(|(b, hs)| {
+            let n = hs.len() as i64;
+            (b, (hs.into_iter().next().unwrap_or_default(), n))
+        })
+        .collect();
+    Ok(Some(state))
+}
+
+fn write_state(
+    conn: &mut dyn Backend,
+    hash_part: &str,
+    old: Option<&PathState>,
+    new: Option<&PathState>,
+) -> Result<(), DbError> {
+    if old.is_some() {
+        conn.execute(
+            "DELETE FROM path_builders WHERE hash_part = $1",
+            &[hash_part.into()],
+        )?;
+    }
+    let Some(new) = new else {
+        conn.execute(
+            "DELETE FROM path_stats WHERE hash_part = $1",
+            &[hash_part.into()],
+        )?;
+        return Ok(());
+    };
+    conn.execute(
+        "INSERT INTO path_stats (hash_part, store_path, latest, builders, hashes)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (hash_part) DO UPDATE SET store_path = excluded.store_path,
+           latest = excluded.latest, builders = excluded.builders, hashes = excluded.hashes",
+        &[
+            hash_part.into(),
+            new.store_path.as_str().into(),
+            new.latest.into(),
+            (new.builders.len() as i64).into(),
+            new.hashes.into(),
+        ],
+    )?;
+    for (builder, (hash, n)) in &new.builders {
+        conn.execute(
+            "INSERT INTO path_builders (hash_part, builder, hash, hashes) VALUES ($1, $2, $3, $4)",
+            &[
+                hash_part.into(),
+                builder.as_str().into(),
+                hash.as_str().into(),
+                (*n).into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Brings the aggregates up to date with the claims, inside the chunk's transaction:
+/// `touched` are the hash parts whose claims changed, `entries` the claims that started or
+/// stopped counting.
+pub fn update(
+    conn: &mut dyn Backend,
+    touched: &BTreeSet<String>,
+    entries: &[EntryChange],
+) -> Result<(), DbError> {
+    let mut deltas = Deltas::default();
+    for change in entries {
+        deltas.entry(change);
+    }
+    for hash_part in touched {
+        let old = old_state(conn, hash_part)?;
+        let new = new_state(conn, hash_part)?;
+        if old == new {
+            continue;
+        }
+        if let Some(old) = &old {
+            deltas.path(old, -1);
+        }
+        if let Some(new) = &new {
+            deltas.path(new, 1);
+        }
+        write_state(conn, hash_part, old.as_ref(), new.as_ref())?;
+    }
+    for (builder, (entries, paths, first, last)) in deltas.builders {
+        let first: Value = first.map_or(Value::NullInt, Value::Int);
+        let last: Value = last.map_or(Value::NullInt, Value::Int);
+        conn.execute(
+            "INSERT INTO builder_stats (builder, entries, paths, first_logged, last_logged)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (builder) DO UPDATE SET
+               entries = builder_stats.entries + excluded.entries,
+               paths = builder_stats.paths + excluded.paths,
+               first_logged = CASE WHEN builder_stats.first_logged IS NULL
+                 OR excluded.first_logged < builder_stats.first_logged
+                 THEN COALESCE(excluded.first_logged, builder_stats.first_logged)
+                 ELSE builder_stats.first_logged END,
+               last_logged = CASE WHEN builder_stats.last_logged IS NULL
+                 OR excluded.last_logged > builder_stats.last_logged
+                 THEN COALESCE(excluded.last_logged, builder_stats.last_logged)
+                 ELSE builder_stats.last_logged END",
+            &[builder.into(), entries.into(), paths.into(), first, last],
+        )?;
+    }
+    for ((a, b), (common, agree)) in deltas.pairs {
+        conn.execute(
+            "INSERT INTO pair_stats (a, b, common, agree) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (a, b) DO UPDATE SET common = pair_stats.common + excluded.common,
+               agree = pair_stats.agree + excluded.agree",
+            &[a.into(), b.into(), common.into(), agree.into()],
+        )?;
+    }
+    for ((seconds, start, builder), [entries, compared, reproduced, unreproduced]) in deltas.buckets
+    {
+        conn.execute(
+            "INSERT INTO buckets (seconds, start, builder, entries, compared, reproduced,
+               unreproduced) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (seconds, start, builder) DO UPDATE SET
+               entries = buckets.entries + excluded.entries,
+               compared = buckets.compared + excluded.compared,
+               reproduced = buckets.reproduced + excluded.reproduced,
+               unreproduced = buckets.unreproduced + excluded.unreproduced",
+            &[
+                seconds.into(),
+                start.into(),
+                builder.into(),
+                entries.into(),
+                compared.into(),
+                reproduced.into(),
+                unreproduced.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
