@@ -526,13 +526,13 @@ pub fn lying_log(key: reprolog_verifier::note::SignerKey, entries: Vec<Vec<u8>>)
     use reprolog_verifier::merkle::MemoryTree;
     use reprolog_verifier::note::Note;
     use reprolog_verifier::tiles::{encode_bundle, TileKind, TilePath};
-    use std::io::{BufRead, BufReader, Write};
     let mut tree = MemoryTree::new();
     for e in &entries {
         tree.push(reprolog_verifier::merkle::leaf_hash(e));
     }
     let size = entries.len() as u64;
-    let mut note = Note::new(&Checkpoint::new(key.name(), size, tree.root()).to_text()).unwrap();
+    let mut note = Note::new(&Checkpoint::new(key.name(), size, tree.root()).to_text())
+        .expect("a checkpoint note");
     note.sign(&key);
     let checkpoint = note.encode();
     let bundle = TilePath {
@@ -540,12 +540,110 @@ pub fn lying_log(key: reprolog_verifier::note::SignerKey, entries: Vec<Vec<u8>>)
         index: 0,
         width: size as u16,
     };
-    let (bundle_path, bundle) = (format!("/{bundle}"), encode_bundle(&entries).unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (bundle_path, bundle) = (
+        format!("/{bundle}"),
+        encode_bundle(&entries).expect("a bundle"),
+    );
+    serve_http(move |target| match target {
+        "/checkpoint" => (200, checkpoint.as_bytes().to_vec()),
+        t if t == bundle_path => (200, bundle.clone()),
+        _ => (404, Vec::new()),
+    })
+}
+
+// ---- shared set-ups ------------------------------------------------------------------------
+
+/// A Nix secret key made by real Nix (`nix key generate-secret`), in `DIR/NAME.sec` with mode
+/// 0600; returns its file and its public key.
+pub fn nix_key(dir: &Path, name: &str) -> (String, String) {
+    let file = dir.join(format!("{name}.sec"));
+    let secret = stdout(&run_ok(nix(&[
+        "key",
+        "generate-secret",
+        "--key-name",
+        name,
+    ])));
+    std::fs::write(&file, secret).expect("writing the key");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
+    let public = stdout(&run_ok({
+        let mut c = nix(&["key", "convert-secret-to-public"]);
+        c.stdin(std::fs::File::open(&file).expect("the key"));
+        c
+    }));
+    (file.to_str().expect("a UTF-8 path").to_owned(), public)
+}
+
+/// A log of origin `origin` with `builders` registered, cosigned by one witness (`w`,
+/// `example.com/w`), checkpoints every 50 ms, and a client policy requiring the witness.
+pub struct WitnessedLog {
+    pub server: Server,
+    pub witness: Witness,
+    pub log_vkey: VerifierKey,
+    /// The client policy: the log, the witness, `quorum w`.
+    pub policy: PathBuf,
+    /// The log's data directory.
+    pub data: PathBuf,
+}
+
+impl WitnessedLog {
+    /// Starts it all under `dir` (`log/`, `witness/`, `log-policy`, `policy`).
+    pub fn start(dir: &Path, origin: &str, builders: &[String]) -> WitnessedLog {
+        let data = dir.join("log");
+        write_builders(&data, builders);
+        // A first start makes the log's key, which the witness's policy names.
+        let log_vkey = Server::start(&data, &["--origin", origin]).verifier_key();
+        let w_dir = dir.join("witness");
+        std::fs::create_dir_all(&w_dir).expect("witness dir");
+        std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).expect("policy");
+        let witness = Witness::start(&w_dir, &["--name", "example.com/w"]);
+        let log_policy = dir.join("log-policy");
+        std::fs::write(
+            &log_policy,
+            format!("witness w {} {}\n", witness.verifier_key(), witness.url),
+        )
+        .expect("log policy");
+        let server = Server::start(
+            &data,
+            &[
+                "--policy",
+                log_policy.to_str().expect("a UTF-8 path"),
+                "--checkpoint-interval-ms",
+                "50",
+            ],
+        );
+        let policy = dir.join("policy");
+        std::fs::write(
+            &policy,
+            format!(
+                "log {log_vkey} {}\nwitness w {}\nquorum w\n",
+                server.url,
+                witness.verifier_key()
+            ),
+        )
+        .expect("client policy");
+        WitnessedLog {
+            server,
+            witness,
+            log_vkey,
+            policy,
+            data,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 GETs on a free loopback port with `answer(target)`, one request per
+/// connection, for fake logs; returns the base URL.
+pub fn serve_http(answer: impl Fn(&str) -> (u16, Vec<u8>) + Send + 'static) -> String {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let Ok(read_half) = conn.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(read_half);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
             loop {
@@ -554,12 +652,7 @@ pub fn lying_log(key: reprolog_verifier::note::SignerKey, entries: Vec<Vec<u8>>)
                     break;
                 }
             }
-            let target = line.split(' ').nth(1).unwrap_or("/");
-            let (status, body) = match target {
-                "/checkpoint" => (200, checkpoint.as_bytes().to_vec()),
-                t if t == bundle_path => (200, bundle.clone()),
-                _ => (404, Vec::new()),
-            };
+            let (status, body) = answer(line.split(' ').nth(1).unwrap_or("/"));
             let _ = write!(
                 conn,
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -569,4 +662,9 @@ pub fn lying_log(key: reprolog_verifier::note::SignerKey, entries: Vec<Vec<u8>>)
         }
     });
     url
+}
+
+/// Writes `path`, a client policy that trusts the log `key` at `url` with no witness.
+pub fn policy_without_witnesses(path: &Path, key: &VerifierKey, url: &str) {
+    std::fs::write(path, format!("log {key} {url}\nquorum none\n")).expect("writing a policy");
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reprolog_tests::{
-    get_json, nix, run_ok, stdout, workspace_bin, write_builders, Server, Witness,
+    get_json, nix, nix_key, run_ok, stdout, workspace_bin, write_builders, Server, WitnessedLog,
 };
 use serde_json::Value;
 
@@ -86,26 +86,6 @@ fn wait_verified(e: &Explorer, size: u64) -> Value {
     }
 }
 
-fn nix_key(dir: &Path, name: &str) -> (String, String) {
-    let file = dir.join(format!("{name}.sec"));
-    std::fs::write(
-        &file,
-        stdout(&run_ok(nix(&[
-            "key",
-            "generate-secret",
-            "--key-name",
-            name,
-        ]))),
-    )
-    .unwrap();
-    let public = stdout(&run_ok({
-        let mut c = nix(&["key", "convert-secret-to-public"]);
-        c.stdin(std::fs::File::open(&file).unwrap());
-        c
-    }));
-    (file.to_str().unwrap().to_owned(), public)
-}
-
 /// Builds `attr` of `expr` (fresh: deleted first), copies it signed into `cache`.
 fn build_into(dir: &Path, attr: &str, cache: &Path, key: &str) -> String {
     let out = stdout(&run_ok({
@@ -167,38 +147,9 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     let (k2, p2) = nix_key(d, "explorer-b2");
 
     // A log with a witness.
-    let log_dir = d.join("log");
-    std::fs::create_dir_all(&log_dir).unwrap();
-    write_builders(&log_dir, &[p1, p2]);
-    let log_vkey = Server::start(&log_dir, &["--origin", "example.com/explored"]).verifier_key();
-    let w_dir = d.join("witness");
-    std::fs::create_dir_all(&w_dir).unwrap();
-    std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).unwrap();
-    let witness = Witness::start(&w_dir, &["--name", "example.com/w"]);
-    std::fs::write(
-        d.join("log-policy"),
-        format!("witness w {} {}\n", witness.verifier_key(), witness.url),
-    )
-    .unwrap();
-    let server = Server::start(
-        &log_dir,
-        &[
-            "--policy",
-            d.join("log-policy").to_str().unwrap(),
-            "--checkpoint-interval-ms",
-            "50",
-        ],
-    );
-    let policy = d.join("policy");
-    std::fs::write(
-        &policy,
-        format!(
-            "log {log_vkey} {}\nwitness w {}\nquorum w\n",
-            server.url,
-            witness.verifier_key()
-        ),
-    )
-    .unwrap();
+    let log = WitnessedLog::start(d, "example.com/explored", &[p1, p2]);
+    let (server, policy, log_dir) = (&log.server, &log.policy, &log.data);
+    let log_vkey = &log.log_vkey;
 
     // Two builders build both; stamp diverges.
     let (c1, c2) = (d.join("cache-1"), d.join("cache-2"));
@@ -223,7 +174,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     let size = 6;
     server.wait_for_checkpoint(size);
 
-    let e = explorer(d, &policy, db);
+    let e = explorer(d, policy, db);
     let status = wait_verified(&e, size);
     let log = &status["logs"][0];
     assert_eq!(log["origin"], "example.com/explored", "{status}");
@@ -376,7 +327,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
 
     // Killed and restarted: the same index, nothing twice; then it follows new entries.
     drop(e);
-    let e = explorer(d, &policy, db);
+    let e = explorer(d, policy, db);
     wait_verified(&e, size);
     let (_, again) = get_json(&format!("{}/api/v1/builders", e.url));
     assert_eq!(again, builders);
@@ -387,11 +338,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     let key = std::fs::read_to_string(log_dir.join("log.key")).unwrap();
     let fork_url = forked_log(&key, size);
     let quorum_none = d.join("policy-fork");
-    std::fs::write(
-        &quorum_none,
-        format!("log {log_vkey} {fork_url}\nquorum none\n"),
-    )
-    .unwrap();
+    reprolog_tests::policy_without_witnesses(&quorum_none, log_vkey, &fork_url);
     let e = explorer(d, &quorum_none, db);
     let start = Instant::now();
     let status = loop {
@@ -425,32 +372,11 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
 fn forked_log(key: &str, size: u64) -> String {
     use reprolog_verifier::checkpoint::Checkpoint;
     use reprolog_verifier::note::{Note, SignerKey};
-    use std::io::Write;
     let key = SignerKey::parse(key.trim()).unwrap();
     let mut note = Note::new(&Checkpoint::new(key.name(), size, [7; 32]).to_text()).unwrap();
     note.sign(&key);
-    let body = note.encode();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
-                    break;
-                }
-            }
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    url
+    let body = note.encode().into_bytes();
+    reprolog_tests::serve_http(move |_| (200, body.clone()))
 }
 
 /// Two explorers share one PostgreSQL database: exactly one follows the log; when it is
@@ -468,15 +394,7 @@ fn a_second_explorer_takes_over_a_shared_postgresql_index() {
     write_builders(&log_dir, &[key.public_key().to_string()]);
     let server = Server::start(&log_dir, &["--checkpoint-interval-ms", "50"]);
     let policy = d.join("policy");
-    std::fs::write(
-        &policy,
-        format!(
-            "log {} {}\nquorum none\n",
-            server.verifier_key(),
-            server.url
-        ),
-    )
-    .unwrap();
+    reprolog_tests::policy_without_witnesses(&policy, &server.verifier_key(), &server.url);
     let ingest = |from: u64, to: u64| {
         let body: Vec<String> = (from..to)
             .map(|i| synthetic_narinfo(&key, "shared", i, 0))
@@ -523,15 +441,7 @@ fn an_explorer_killed_while_following_resumes_without_gaps_or_repeats() {
     write_builders(&log_dir, &[key.public_key().to_string()]);
     let server = Server::start(&log_dir, &["--checkpoint-interval-ms", "50"]);
     let policy = d.join("policy");
-    std::fs::write(
-        &policy,
-        format!(
-            "log {} {}\nquorum none\n",
-            server.verifier_key(),
-            server.url
-        ),
-    )
-    .unwrap();
+    reprolog_tests::policy_without_witnesses(&policy, &server.verifier_key(), &server.url);
     let total = 30_000;
     for from in (0..total).step_by(3000) {
         let body: Vec<String> = (from..from + 3000)
@@ -599,11 +509,7 @@ fn a_log_serving_a_forged_key_event_stops_being_followed() {
     ];
     let url = reprolog_tests::lying_log(log_key.clone(), entries);
     let policy = d.join("policy");
-    std::fs::write(
-        &policy,
-        format!("log {} {url}\nquorum none\n", log_key.verifier_key()),
-    )
-    .unwrap();
+    reprolog_tests::policy_without_witnesses(&policy, &log_key.verifier_key(), &url);
     let db = format!("sqlite://{}", d.join("index.db").display());
     let e = explorer(d, &policy, &db);
     let start = Instant::now();

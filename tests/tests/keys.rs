@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use reprolog_tests::{build_pair, narinfo_path, nix, post, run_ok, stdout, workspace_bin, Server};
+use reprolog_tests::{build_pair, narinfo_path, nix, nix_key, post, run_ok, workspace_bin, Server};
 use serde_json::Value;
 
 fn reprolog(args: &[&str]) -> Output {
@@ -25,25 +25,6 @@ fn show(out: &Output) -> String {
 fn ok(out: Output) -> String {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     show(&out)
-}
-
-/// A Nix secret key file (mode 0600) and its public key.
-fn nix_key(dir: &Path, name: &str) -> (String, String) {
-    let file = dir.join(format!("{name}.sec"));
-    let secret = stdout(&run_ok(nix(&[
-        "key",
-        "generate-secret",
-        "--key-name",
-        name,
-    ])));
-    std::fs::write(&file, secret).unwrap();
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let public = stdout(&run_ok({
-        let mut c = nix(&["key", "convert-secret-to-public"]);
-        c.stdin(std::fs::File::open(&file).unwrap());
-        c
-    }));
-    (file.to_str().unwrap().to_owned(), public)
 }
 
 /// `nix copy` of `paths` into the `file://` cache `cache`, signed with `key_file`.
@@ -99,15 +80,7 @@ fn rotation_resigning_and_a_stolen_key_revoked_as_of_an_index() {
     reprolog_tests::write_builders(&data, &[p1.clone(), p3.clone()]);
     let server = Server::start(&data, &["--checkpoint-interval-ms", "50"]);
     let policy = d.join("policy");
-    std::fs::write(
-        &policy,
-        format!(
-            "log {} {}\nquorum none\n",
-            server.verifier_key(),
-            server.url
-        ),
-    )
-    .unwrap();
+    reprolog_tests::policy_without_witnesses(&policy, &server.verifier_key(), &server.url);
     let policy = policy.to_str().unwrap();
 
     // Key 1 signs three real paths, and they are ingested.
@@ -270,50 +243,19 @@ fn rotation_resigning_and_a_stolen_key_revoked_as_of_an_index() {
 /// void, what a witness saw before it stays.
 #[test]
 fn key_history_is_dated_by_cosigned_checkpoints_and_revocations_can_name_a_time() {
-    use reprolog_tests::Witness;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (k1, p1) = nix_key(d, "timed-1");
-    let log_dir = d.join("log");
-    std::fs::create_dir_all(&log_dir).unwrap();
-    reprolog_tests::write_builders(&log_dir, std::slice::from_ref(&p1));
-    let log_vkey = Server::start(&log_dir, &["--origin", "example.com/keys"]).verifier_key();
-    let w_dir = d.join("witness");
-    std::fs::create_dir_all(&w_dir).unwrap();
-    std::fs::write(w_dir.join("policy"), format!("log {log_vkey}\n")).unwrap();
-    let witness = Witness::start(&w_dir, &["--name", "example.com/w"]);
-    std::fs::write(
-        d.join("log-policy"),
-        format!("witness w {} {}\n", witness.verifier_key(), witness.url),
-    )
-    .unwrap();
-    let server = Server::start(
-        &log_dir,
-        &[
-            "--policy",
-            d.join("log-policy").to_str().unwrap(),
-            "--checkpoint-interval-ms",
-            "50",
-        ],
-    );
-    let policy = d.join("policy");
-    std::fs::write(
-        &policy,
-        format!(
-            "log {log_vkey} {}\nwitness w {}\nquorum w\n",
-            server.url,
-            witness.verifier_key()
-        ),
-    )
-    .unwrap();
+    let log = reprolog_tests::WitnessedLog::start(d, "example.com/keys", std::slice::from_ref(&p1));
+    let (server, policy) = (&log.server, &log.policy);
     let policy = policy.to_str().unwrap();
 
     // Two signatures, a second apart, each cosigned before the next.
     let (dep, top) = build_pair(d, "keys-timed");
     let cache = d.join("cache");
     copy_signed(&cache, &k1, &[&dep]);
-    ingest(&server, &cache);
-    let first = index_of(&server, &dep, "timed-1");
+    ingest(server, &cache);
+    let first = index_of(server, &dep, "timed-1");
     server.wait_for_checkpoint(first + 1);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let between = std::time::SystemTime::now()
@@ -322,8 +264,8 @@ fn key_history_is_dated_by_cosigned_checkpoints_and_revocations_can_name_a_time(
         .as_secs();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     copy_signed(&cache, &k1, &[&top]);
-    ingest(&server, &cache);
-    let second = index_of(&server, &top, "timed-1");
+    ingest(server, &cache);
+    let second = index_of(server, &top, "timed-1");
     server.wait_for_checkpoint(second + 1);
 
     let history = json(&reprolog(&[
@@ -397,11 +339,7 @@ fn a_forged_key_event_makes_the_monitor_fail_and_say_why() {
     ] {
         let url = reprolog_tests::lying_log(log_key.clone(), entries);
         let policy = dir.path().join("policy");
-        std::fs::write(
-            &policy,
-            format!("log {} {url}\nquorum none\n", log_key.verifier_key()),
-        )
-        .unwrap();
+        reprolog_tests::policy_without_witnesses(&policy, &log_key.verifier_key(), &url);
         let state = dir.path().join(format!("{}.state", why.len()));
         let out = reprolog(&[
             "monitor",
