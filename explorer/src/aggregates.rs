@@ -175,29 +175,41 @@ fn old_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState
     }))
 }
 
+/// A claim that counts, as a path's state is made of: store path, builder, NAR hash, time.
+pub type CountedClaim = (String, String, String, Option<i64>);
+
 fn new_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState>, DbError> {
     let rows = conn.query(
         "SELECT store_path, builder, nar_hash, logged_at FROM claims
          WHERE hash_part = $1 AND void IS NULL",
         &[hash_part.into()],
     )?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
+    let claims = rows
+        .iter()
+        .map(|r| Ok((r[0].text()?, r[1].text()?, r[2].text()?, r[3].opt_int()?)))
+        .collect::<Result<Vec<CountedClaim>, DbError>>()?;
+    Ok(state_of(&claims))
+}
+
+/// A path's state from all its claims that count.
+fn state_of(claims: &[CountedClaim]) -> Option<PathState> {
+    let first = claims.first()?;
     let mut state = PathState {
-        store_path: first[0].text()?,
+        store_path: first.0.clone(),
         latest: -1,
         ..PathState::default()
     };
     let mut per_builder: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut hashes = BTreeSet::new();
-    for r in &rows {
-        let (builder, hash) = (r[1].text()?, r[2].text()?);
-        if let Some(t) = r[3].opt_int()? {
-            state.latest = state.latest.max(t);
+    for (_, builder, hash, logged_at) in claims {
+        if let Some(t) = logged_at {
+            state.latest = state.latest.max(*t);
         }
         hashes.insert(hash.clone());
-        per_builder.entry(builder).or_default().insert(hash);
+        per_builder
+            .entry(builder.clone())
+            .or_default()
+            .insert(hash.clone());
     }
     state.hashes = hashes.len() as i64;
     state.builders = per_builder
@@ -207,7 +219,27 @@ fn new_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState
             (b, (hs.into_iter().next().unwrap_or_default(), n))
         })
         .collect();
-    Ok(Some(state))
+    Some(state)
+}
+
+/// Which of `paths` the aggregates hold already, asked a few hundred at a time.
+fn existing(conn: &mut dyn Backend, paths: &BTreeSet<String>) -> Result<BTreeSet<String>, DbError> {
+    let mut found = BTreeSet::new();
+    let all: Vec<&String> = paths.iter().collect();
+    for batch in all.chunks(256) {
+        let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
+        let params: Vec<Value> = batch.iter().map(|p| p.as_str().into()).collect();
+        for r in conn.query(
+            &format!(
+                "SELECT hash_part FROM path_stats WHERE hash_part IN ({})",
+                placeholders.join(", ")
+            ),
+            &params,
+        )? {
+            found.insert(r[0].text()?);
+        }
+    }
+    Ok(found)
 }
 
 fn write_state(
@@ -258,19 +290,29 @@ fn write_state(
 
 /// Brings the aggregates up to date with the claims, inside the chunk's transaction:
 /// `touched` are the hash parts whose claims changed, `entries` the claims that started or
-/// stopped counting.
+/// stopped counting. `fresh`, when given, holds every claim of the chunk by path, and says
+/// that the chunk changed no claim but by adding these: a path the aggregates do not hold
+/// yet then has exactly these claims, with no need to read them back (following a log, most
+/// paths are new).
 pub fn update(
     conn: &mut dyn Backend,
     touched: &BTreeSet<String>,
     entries: &[EntryChange],
+    fresh: Option<&BTreeMap<String, Vec<CountedClaim>>>,
 ) -> Result<(), DbError> {
     let mut deltas = Deltas::default();
     for change in entries {
         deltas.entry(change);
     }
+    let held = match fresh {
+        Some(_) => Some(existing(conn, touched)?),
+        None => None,
+    };
     for hash_part in touched {
-        let old = old_state(conn, hash_part)?;
-        let new = new_state(conn, hash_part)?;
+        let (old, new) = match (fresh.and_then(|f| f.get(hash_part)), &held) {
+            (Some(claims), Some(held)) if !held.contains(hash_part) => (None, state_of(claims)),
+            _ => (old_state(conn, hash_part)?, new_state(conn, hash_part)?),
+        };
         if old == new {
             continue;
         }

@@ -19,6 +19,7 @@ use crate::backend::{Backend, Value};
 const SQLITE_SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+PRAGMA cache_size = -65536;
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY,
     origin TEXT NOT NULL UNIQUE,
@@ -112,9 +113,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 /// The indexes both databases get.
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS claims_by_path ON claims (hash_part);
-CREATE INDEX IF NOT EXISTS claims_by_name ON claims (name);
-CREATE INDEX IF NOT EXISTS claims_by_builder ON claims (builder, logged_at);
-CREATE INDEX IF NOT EXISTS claims_by_key ON claims (log, key, idx);
 ";
 
 /// Where the index is.
@@ -558,6 +556,7 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
         )?;
     }
     // Claims indexed before their covering checkpoint was dated get their time now.
+    let mut dated_late = false;
     if !chunk.checkpoints.is_empty() {
         let undated = "WHERE log = $1 AND logged_at IS NULL
              AND idx < (SELECT MAX(size) FROM checkpoints WHERE log = $1)";
@@ -573,6 +572,7 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
             ),
             &[log.into()],
         )?;
+        dated_late = !dating.is_empty();
         for r in dating {
             let time = conn.query(
                 "SELECT logged_at FROM claims WHERE log = $1 AND idx = $2",
@@ -590,7 +590,21 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
             }
         }
     }
-    aggregates::update(conn, &touched, &entries)
+    // Only new claims in this chunk: the aggregates may take them as they are.
+    let fresh = (chunk.voids.is_empty() && !dated_late).then(|| {
+        let mut by_path: std::collections::BTreeMap<String, Vec<aggregates::CountedClaim>> =
+            Default::default();
+        for c in &chunk.claims {
+            by_path.entry(c.hash_part.clone()).or_default().push((
+                c.store_path.clone(),
+                c.builder.clone(),
+                c.nar_hash.clone(),
+                c.logged_at.map(|t| t as i64),
+            ));
+        }
+        by_path
+    });
+    aggregates::update(conn, &touched, &entries, fresh.as_ref())
 }
 
 fn log_row(r: &[Value]) -> Result<LogRow, DbError> {
