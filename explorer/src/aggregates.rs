@@ -261,6 +261,13 @@ fn write_state(
         )?;
         return Ok(());
     };
+    if old.is_none() {
+        let base = new.store_path.rsplit('/').next().unwrap_or_default();
+        conn.execute(
+            "INSERT INTO path_names (hash_part, name) VALUES ($1, $2)",
+            &[hash_part.into(), base.get(33..).unwrap_or_default().into()],
+        )?;
+    }
     conn.execute(
         "INSERT INTO path_stats (hash_part, store_path, latest, builders, hashes)
          VALUES ($1, $2, $3, $4, $5)

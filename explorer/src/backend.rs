@@ -118,6 +118,8 @@ pub trait Backend: Send {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
     /// Runs statements without parameters (the schema, `BEGIN`, `COMMIT`).
     fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+    /// Whether it is PostgreSQL, for the few things the two do differently (text search).
+    fn is_postgres(&self) -> bool;
 }
 
 /// SQLite numbers its parameters `?1`; the queries are written `$1`.
@@ -160,6 +162,10 @@ impl Backend for rusqlite::Connection {
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         Ok(self.execute_batch(sql)?)
+    }
+
+    fn is_postgres(&self) -> bool {
+        false
     }
 }
 
@@ -223,5 +229,9 @@ impl Backend for postgres::Client {
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         Ok(self.batch_execute(sql)?)
+    }
+
+    fn is_postgres(&self) -> bool {
+        true
     }
 }

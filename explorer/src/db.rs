@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     time INTEGER NOT NULL,
     PRIMARY KEY (log, size)
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS path_names USING fts5(
+    hash_part UNINDEXED, name, tokenize = 'trigram'
+);
 ";
 
 /// The same tables in PostgreSQL's types. Creating them is serialised by an advisory lock, so
@@ -108,6 +111,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     time BIGINT NOT NULL,
     PRIMARY KEY (log, size)
 );
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE TABLE IF NOT EXISTS path_names (hash_part TEXT NOT NULL, name TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS path_names_by_trigram ON path_names USING gin (name gin_trgm_ops);
 ";
 
 /// The indexes both databases get.
@@ -439,7 +445,7 @@ impl Db {
 
 /// The version of the index's tables this explorer writes. An index of another version was
 /// made by another explorer and is refused: it is derived data, rebuilt from the logs.
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 fn check_version(conn: &mut dyn Backend) -> Result<(), DbError> {
     conn.batch("CREATE TABLE IF NOT EXISTS meta (version BIGINT NOT NULL)")?;
@@ -678,39 +684,72 @@ pub fn claims_of(conn: &mut dyn Backend, hash_part: &str) -> Result<Vec<ClaimRow
     .collect()
 }
 
-/// Distinct store paths whose name contains `q` or whose hash part starts with it, after
-/// `after`, at most `limit`, and whether more follow.
+/// Distinct store paths whose name contains `q` (through a trigram index: SQLite's FTS5
+/// trigram tokenizer, PostgreSQL's `pg_trgm`) or whose hash part starts with it, after
+/// `after`, at most `limit`, by store path, and whether more follow.
 pub fn search(
     conn: &mut dyn Backend,
     q: &str,
     after: &str,
     limit: usize,
 ) -> Result<(Vec<(String, String)>, bool), DbError> {
-    let escaped: String = q
-        .chars()
-        .flat_map(|c| match c {
-            '%' | '_' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    let rows = conn.query(
-        "SELECT DISTINCT store_path, hash_part FROM claims
-         WHERE (name LIKE $1 ESCAPE '\\' OR hash_part LIKE $2 ESCAPE '\\') AND store_path > $3
+    let page = ((limit + 1) as u64).into();
+    let by_name = if conn.is_postgres() {
+        let escaped: String = q
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        conn.query(
+            "SELECT p.store_path, p.hash_part FROM path_names n
+             JOIN path_stats p ON p.hash_part = n.hash_part
+             WHERE n.name LIKE $1 ESCAPE '\\' AND p.store_path > $2
+             ORDER BY p.store_path LIMIT $3",
+            &[format!("%{escaped}%").into(), after.into(), page],
+        )?
+    } else if q.chars().count() >= 3 {
+        // A phrase of one token, which the trigram tokenizer matches as a substring.
+        conn.query(
+            "SELECT p.store_path, p.hash_part FROM path_names n
+             JOIN path_stats p ON p.hash_part = n.hash_part
+             WHERE path_names MATCH $1 AND p.store_path > $2
+             ORDER BY p.store_path LIMIT $3",
+            &[
+                format!("name : \"{}\"", q.replace('"', "\"\"")).into(),
+                after.into(),
+                page,
+            ],
+        )?
+    } else {
+        // Shorter than a trigram: the index cannot help.
+        conn.query(
+            "SELECT p.store_path, p.hash_part FROM path_names n
+             JOIN path_stats p ON p.hash_part = n.hash_part
+             WHERE instr(n.name, $1) > 0 AND p.store_path > $2
+             ORDER BY p.store_path LIMIT $3",
+            &[q.into(), after.into(), page],
+        )?
+    };
+    // A hash prefix: a range of the primary key ('{' sorts after every nix32 character).
+    let by_hash = conn.query(
+        "SELECT store_path, hash_part FROM path_stats
+         WHERE hash_part >= $1 AND hash_part < $2 AND store_path > $3
          ORDER BY store_path LIMIT $4",
         &[
-            format!("%{escaped}%").into(),
-            format!("{escaped}%").into(),
+            q.into(),
+            format!("{q}{{").into(),
             after.into(),
             ((limit + 1) as u64).into(),
         ],
     )?;
-    let mut found: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| Ok((r[0].text()?, r[1].text()?)))
-        .collect::<Result<_, DbError>>()?;
+    let mut found = std::collections::BTreeMap::new();
+    for r in by_name.iter().chain(&by_hash) {
+        found.insert(r[0].text()?, r[1].text()?);
+    }
     let more = found.len() > limit;
-    found.truncate(limit);
-    Ok((found, more))
+    Ok((found.into_iter().take(limit).collect(), more))
 }
 
 /// Per builder identity: claims that count, distinct paths, first and last logged time
@@ -1077,5 +1116,27 @@ mod tests {
             vec![(300, 1_300_000)],
         );
         check(&db);
+        // Search by name (through the trigram index, and shorter than a trigram) and by
+        // hash prefix.
+        db.read(|conn| {
+            let names = |found: Vec<(String, String)>| -> Vec<String> {
+                found
+                    .into_iter()
+                    .map(|(p, _)| p.rsplit('-').next().unwrap().to_owned())
+                    .collect()
+            };
+            assert_eq!(names(search(conn, "p12", "", 10)?.0), ["p12"]);
+            let (found, more) = search(conn, "p1", "", 5)?;
+            assert_eq!(names(found), ["p1", "p10", "p11", "p12", "p13"]);
+            assert!(more);
+            let after = "/nix/store/00000000000000000000000000000013-p13";
+            let (found, _) = search(conn, "p1", after, 5)?;
+            assert_eq!(names(found), ["p14", "p15", "p16", "p17", "p18"]);
+            let prefix = "0000000000000000000000000000004";
+            assert_eq!(names(search(conn, prefix, "", 10)?.0), ["p41", "p42"]);
+            assert!(search(conn, "p1\"", "", 10)?.0.is_empty());
+            Ok(())
+        })
+        .unwrap();
     }
 }
