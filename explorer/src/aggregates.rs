@@ -382,3 +382,34 @@ pub fn update(
     }
     Ok(())
 }
+
+/// The verdict of each of `hash_parts` that the aggregates hold, with its store path, asked a
+/// few hundred at a time: a report over a closure costs a query per 256 paths.
+pub fn verdicts(
+    conn: &mut dyn Backend,
+    hash_parts: &[&str],
+) -> Result<HashMap<String, (String, reprolog_verifier::compare::Verdict)>, DbError> {
+    use reprolog_verifier::compare::Verdict;
+    let mut found = HashMap::with_capacity(hash_parts.len());
+    for batch in hash_parts.chunks(256) {
+        let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
+        let params: Vec<Value> = batch.iter().map(|h| (*h).into()).collect();
+        for r in conn.query(
+            &format!(
+                "SELECT hash_part, store_path, builders, hashes FROM path_stats
+                 WHERE hash_part IN ({})",
+                placeholders.join(", ")
+            ),
+            &params,
+        )? {
+            let verdict = match (r[3].int()?, r[2].int()?) {
+                (0, _) => Verdict::NotLogged,
+                (1, 1) => Verdict::OneBuilder,
+                (1, _) => Verdict::Reproduced,
+                _ => Verdict::Unreproduced,
+            };
+            found.insert(r[0].text()?, (r[1].text()?, verdict));
+        }
+    }
+    Ok(found)
+}

@@ -23,6 +23,7 @@ use reprolog_verifier::nix::store_path::HASH_PART_LEN;
 use reprolog_verifier::prometheus::{escape_label, header as metric_header};
 use serde::Deserialize;
 
+use crate::aggregates;
 use crate::backend::Backend;
 use crate::db::{self, ClaimRow, Db, DbError};
 
@@ -200,14 +201,15 @@ async fn search(
     let after = query.after.unwrap_or_default();
     let answer = read(&db, move |conn| {
         let (found, more) = db::search(conn, &q, &after, limit)?;
-        let mut paths = Vec::with_capacity(found.len());
-        for (store_path, hash) in found {
-            let claims = db::claims_of(conn, &hash)?;
-            paths.push(FoundPath {
-                store_path,
-                verdict: verdict(&claims),
-            });
-        }
+        let hashes: Vec<&str> = found.iter().map(|(_, h)| h.as_str()).collect();
+        let verdicts = aggregates::verdicts(conn, &hashes)?;
+        let paths: Vec<FoundPath> = found
+            .iter()
+            .map(|(store_path, hash)| FoundPath {
+                store_path: store_path.clone(),
+                verdict: verdicts.get(hash).map_or(Verdict::NotLogged, |(_, v)| *v),
+            })
+            .collect();
         let next = more
             .then(|| paths.last().map(|p| p.store_path.clone()))
             .flatten();
@@ -258,15 +260,27 @@ async fn report(State(db): State<Arc<Db>>, body: Bytes) -> Result<Response, ApiE
     let text = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8"))?;
     let paths = report_paths(text)?;
     let answer = read(&db, move |conn| {
-        let mut found = Vec::with_capacity(paths.len());
-        for p in paths {
-            let base = p.rsplit('/').next().unwrap_or(&p);
-            let claims = db::claims_of(conn, &base[..HASH_PART_LEN])?;
-            found.push(FoundPath {
-                store_path: claims.first().map_or(p.clone(), |c| c.store_path.clone()),
-                verdict: verdict(&claims),
-            });
-        }
+        let hash_of = |p: &str| -> String {
+            let base = p.rsplit('/').next().unwrap_or(p);
+            base[..HASH_PART_LEN].to_owned()
+        };
+        let hashes: Vec<String> = paths.iter().map(|p| hash_of(p)).collect();
+        let verdicts =
+            aggregates::verdicts(conn, &hashes.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let found: Vec<FoundPath> = paths
+            .iter()
+            .zip(&hashes)
+            .map(|(p, h)| match verdicts.get(h) {
+                Some((store_path, v)) => FoundPath {
+                    store_path: store_path.clone(),
+                    verdict: *v,
+                },
+                None => FoundPath {
+                    store_path: p.clone(),
+                    verdict: Verdict::NotLogged,
+                },
+            })
+            .collect();
         let summary = Summary::of(
             &found
                 .iter()

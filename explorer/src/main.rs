@@ -9,6 +9,7 @@
 
 mod aggregates;
 mod backend;
+mod bench;
 mod db;
 mod fetch;
 mod follow;
@@ -59,6 +60,19 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Fill an index with synthetic claims and time each query (docs/benchmarks.md); not a
+    /// user's command, so hidden from --help.
+    #[command(hide = true)]
+    Bench {
+        #[arg(long, value_name = "URL")]
+        db: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        claims: u64,
+        #[arg(long, default_value_t = 10)]
+        builders: u64,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +102,15 @@ fn main() -> ExitCode {
                     Duration::from_millis(interval_ms),
                 ))
             }),
+        Command::Bench {
+            db,
+            claims,
+            builders,
+            queries,
+        } => db::Location::parse(&db)
+            .and_then(db::Db::open)
+            .and_then(|db| bench::run(&db, claims, builders, queries))
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
