@@ -194,10 +194,39 @@ fn postgres_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
-impl Backend for postgres::Client {
+/// A PostgreSQL connection that prepares each statement once, as rusqlite's
+/// `prepare_cached` does: a follower runs the same few statements for every claim.
+pub struct Postgres {
+    client: postgres::Client,
+    prepared: std::collections::HashMap<String, postgres::Statement>,
+}
+
+impl Postgres {
+    pub fn connect(url: &str) -> Result<Self, DbError> {
+        Ok(Postgres {
+            client: postgres::Client::connect(url, postgres::NoTls)?,
+            prepared: std::collections::HashMap::new(),
+        })
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
+        if let Some(stmt) = self.prepared.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(sql)?;
+        // Statements whose text varies (lists of parameters) are not kept forever.
+        if self.prepared.len() >= 256 {
+            self.prepared.clear();
+        }
+        self.prepared.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+impl Backend for Postgres {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        let stmt = self.prepare(sql)?;
-        let rows = postgres::Client::query(self, &stmt, &postgres_params(params))?;
+        let stmt = self.statement(sql)?;
+        let rows = self.client.query(&stmt, &postgres_params(params))?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
@@ -219,16 +248,12 @@ impl Backend for postgres::Client {
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let stmt = self.prepare(sql)?;
-        Ok(postgres::Client::execute(
-            self,
-            &stmt,
-            &postgres_params(params),
-        )?)
+        let stmt = self.statement(sql)?;
+        Ok(self.client.execute(&stmt, &postgres_params(params))?)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        Ok(self.batch_execute(sql)?)
+        Ok(self.client.batch_execute(sql)?)
     }
 
     fn is_postgres(&self) -> bool {

@@ -151,9 +151,7 @@ impl Location {
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
                 Ok(Box::new(conn))
             }
-            Location::Postgres(url) => {
-                Ok(Box::new(postgres::Client::connect(url, postgres::NoTls)?))
-            }
+            Location::Postgres(url) => Ok(Box::new(crate::backend::Postgres::connect(url)?)),
         }
     }
 
