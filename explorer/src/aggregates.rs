@@ -24,9 +24,12 @@ CREATE TABLE IF NOT EXISTS path_builders (
     builder TEXT NOT NULL,
     hash TEXT NOT NULL,
     hashes BIGINT NOT NULL,
+    latest BIGINT NOT NULL,
+    unreproduced BIGINT NOT NULL,
     PRIMARY KEY (hash_part, builder)
 );
-CREATE INDEX IF NOT EXISTS path_builders_by_builder ON path_builders (builder, hash_part);
+CREATE INDEX IF NOT EXISTS unreproduced_by_builder ON path_builders (builder, latest, hash_part)
+    WHERE unreproduced = 1;
 CREATE TABLE IF NOT EXISTS builder_stats (
     builder TEXT PRIMARY KEY,
     entries BIGINT NOT NULL,
@@ -281,14 +284,19 @@ fn write_state(
             new.hashes.into(),
         ],
     )?;
+    // The path's latest time and verdict, copied to each of its builders' rows: the
+    // unreproduced paths of one builder are then one index range, newest first.
     for (builder, (hash, n)) in &new.builders {
         conn.execute(
-            "INSERT INTO path_builders (hash_part, builder, hash, hashes) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO path_builders (hash_part, builder, hash, hashes, latest, unreproduced)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 hash_part.into(),
                 builder.as_str().into(),
                 hash.as_str().into(),
                 (*n).into(),
+                new.latest.into(),
+                i64::from(new.hashes > 1).into(),
             ],
         )?;
     }

@@ -443,7 +443,7 @@ impl Db {
 
 /// The version of the index's tables this explorer writes. An index of another version was
 /// made by another explorer and is refused: it is derived data, rebuilt from the logs.
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 fn check_version(conn: &mut dyn Backend) -> Result<(), DbError> {
     conn.batch("CREATE TABLE IF NOT EXISTS meta (version BIGINT NOT NULL)")?;
@@ -816,15 +816,20 @@ pub fn disagreements(
         Some((t, h)) => (Value::Int(*t), Value::Text(h.clone())),
         None => (Value::NullInt, Value::NullText),
     };
+    // All unreproduced paths, or one builder's: each an index range, newest first.
+    let (from, narrow) = match &f.builder {
+        None => ("path_stats", "hashes > 1 AND CAST($1 AS TEXT) IS NULL"),
+        Some(_) => ("path_builders", "unreproduced = 1 AND builder = $1"),
+    };
     let rows = conn.query(
-        "SELECT p.hash_part, p.latest FROM path_stats p WHERE p.hashes > 1
-           AND (CAST($1 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM path_builders pb
-                 WHERE pb.hash_part = p.hash_part AND pb.builder = $1))
-           AND (CAST($2 AS BIGINT) IS NULL OR p.latest >= $2)
-           AND (CAST($3 AS BIGINT) IS NULL OR p.latest < $3)
-           AND (CAST($4 AS BIGINT) IS NULL OR p.latest < $4
-                OR (p.latest = $4 AND p.hash_part < $5))
-         ORDER BY p.latest DESC, p.hash_part DESC LIMIT $6",
+        &format!(
+            "SELECT hash_part, latest FROM {from} WHERE {narrow}
+               AND (CAST($2 AS BIGINT) IS NULL OR latest >= $2)
+               AND (CAST($3 AS BIGINT) IS NULL OR latest < $3)
+               AND (CAST($4 AS BIGINT) IS NULL OR latest < $4
+                    OR (latest = $4 AND hash_part < $5))
+             ORDER BY latest DESC, hash_part DESC LIMIT $6"
+        ),
         &[
             f.builder.as_deref().into(),
             f.since.into(),
@@ -1060,6 +1065,30 @@ mod tests {
                 .map(|(h, _)| h)
                 .collect();
             assert_eq!(got, unreproduced_want);
+            // One builder's: only the paths it claimed (and its claims count).
+            let mine: BTreeSet<String> = conn
+                .query(
+                    "SELECT DISTINCT hash_part FROM claims WHERE builder = 'b3' AND void IS NULL",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r[0].text())
+                .collect::<Result<_, _>>()?;
+            let filter = DisagreementFilter {
+                builder: Some("b3".into()),
+                ..filter
+            };
+            let got: Vec<String> = disagreements(conn, &filter)?
+                .0
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect();
+            let want: Vec<String> = unreproduced_want
+                .iter()
+                .filter(|p| mine.contains(*p))
+                .cloned()
+                .collect();
+            assert_eq!(got, want);
             assert_eq!(timeseries(conn, 3600, None)?, buckets_want);
             Ok(())
         })
