@@ -86,6 +86,19 @@ fn wait_verified(e: &Explorer, size: u64) -> Value {
     }
 }
 
+/// Waits until the explorer says it stopped following its log; returns its status.
+fn wait_stopped(e: &Explorer) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
+        if status["logs"][0]["state"] == "stopped" {
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Builds `attr` of `expr` (fresh: deleted first), copies it signed into `cache`.
 fn build_into(dir: &Path, attr: &str, cache: &Path, key: &str) -> String {
     let out = stdout(&run_ok({
@@ -340,15 +353,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     let quorum_none = d.join("policy-fork");
     reprolog_tests::policy_without_witnesses(&quorum_none, log_vkey, &fork_url);
     let e = explorer(d, &quorum_none, db);
-    let start = Instant::now();
-    let status = loop {
-        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
-        if status["logs"][0]["state"] == "stopped" {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{status}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_stopped(&e);
     assert!(
         status["logs"][0]["reason"]
             .as_str()
@@ -512,15 +517,7 @@ fn a_log_serving_a_forged_key_event_stops_being_followed() {
     reprolog_tests::policy_without_witnesses(&policy, &log_key.verifier_key(), &url);
     let db = format!("sqlite://{}", d.join("index.db").display());
     let e = explorer(d, &policy, &db);
-    let start = Instant::now();
-    let status = loop {
-        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
-        if status["logs"][0]["state"] == "stopped" {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{status}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_stopped(&e);
     let log = &status["logs"][0];
     assert_eq!(
         log["reason"], "INVALID KEY EVENT at index 1: the operator's signature does not verify",
