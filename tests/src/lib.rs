@@ -668,3 +668,20 @@ pub fn serve_http(answer: impl Fn(&str) -> (u16, Vec<u8>) + Send + 'static) -> S
 pub fn policy_without_witnesses(path: &Path, key: &VerifierKey, url: &str) {
     std::fs::write(path, format!("log {key} {url}\nquorum none\n")).expect("writing a policy");
 }
+
+/// Runs the `reprolog` command with `args`.
+pub fn reprolog(args: &[&str]) -> Output {
+    Command::new(workspace_bin("reprolog"))
+        .args(args)
+        .output()
+        .expect("running reprolog")
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -5,11 +5,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use reprolog_tests::{
-    build_pair, narinfo_path, nix, run_ok, stdout, workspace_bin, Server, Witness,
+    build_pair, narinfo_path, nix, reprolog, run_ok, show, stdout, Server, Witness,
 };
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::nix::narinfo::NixHash;
@@ -17,21 +16,6 @@ use reprolog_verifier::nix::NarInfo;
 use reprolog_verifier::note::{Note, SignerKey};
 use reprolog_verifier::proof::TlogProof;
 use sha2::{Digest, Sha256};
-
-fn reprolog(args: &[&str]) -> Output {
-    Command::new(workspace_bin("reprolog"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A Nix key pair made by Nix itself: (secret file, public key).
 fn nix_key(dir: &Path, name: &str) -> (PathBuf, String) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use reprolog_tests::{synthetic_narinfo, workspace_bin, write_builders, Server};
+use reprolog_tests::{show, synthetic_narinfo, workspace_bin, write_builders, Server};
 use reprolog_verifier::nix::{NarInfo, NixSecretKey};
 use serde_json::Value;
 
@@ -20,14 +20,6 @@ fn reprolog_in(home: &Path, args: &[&str]) -> Output {
         .env("XDG_CONFIG_HOME", home.join("config"))
         .output()
         .unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn json(out: &Output) -> Value {

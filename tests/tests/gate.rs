@@ -12,27 +12,12 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reprolog_tests::{narinfo_path, nix, run_ok, stdout, workspace_bin, Server, Service, Witness};
+use reprolog_tests::{narinfo_path, nix, reprolog, run_ok, show, stdout, Server, Service, Witness};
 use reprolog_verifier::checkpoint::Checkpoint;
 use reprolog_verifier::nix::narinfo::NixHash;
 use reprolog_verifier::nix::NarInfo;
 use reprolog_verifier::note::{Note, SignerKey};
 use sha2::{Digest, Sha256};
-
-fn reprolog(args: &[&str]) -> Output {
-    Command::new(workspace_bin("reprolog"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A Nix key pair made by Nix itself: (secret file, public key).
 fn nix_key(dir: &Path, name: &str) -> (PathBuf, String) {

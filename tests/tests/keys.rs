@@ -2,25 +2,12 @@
 //! the Spectrum story of a rotation and re-signing, and a stolen key revoked as of an index.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use reprolog_tests::{build_pair, narinfo_path, nix, nix_key, post, run_ok, workspace_bin, Server};
+use reprolog_tests::{
+    build_pair, narinfo_path, nix, nix_key, post, reprolog, run_ok, show, Server,
+};
 use serde_json::Value;
-
-fn reprolog(args: &[&str]) -> Output {
-    Command::new(workspace_bin("reprolog"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn ok(out: Output) -> String {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
