@@ -5,6 +5,7 @@
 # `reprolog bench ingest` (which prints the ceiling), then times `reprolog-explorer` from an
 # empty index to the log's size, over SQLite, or over PostgreSQL with PG_URL set.
 #   COUNT=1000000 scripts/bench-explorer.sh
+# PERF=FILE records a profile of the explorer with perf (its CPU figure is then perf's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-200000} PORT=${PORT:-18410} EPORT=${EPORT:-18413} QUERIES=${QUERIES:-200}
@@ -30,7 +31,8 @@ printf 'log %s %s\nquorum none\n' "$(cat "$dir/data/log.vkey")" "$url" > "$dir/p
 
 db=${PG_URL:-sqlite://$dir/explorer.db}
 start=$(date +%s.%N)
-target/release/reprolog-explorer serve --policy "$dir/policy" --db "$db" \
+${PERF:+perf record -F 499 --call-graph dwarf,16384 -o "$PERF" --} \
+  target/release/reprolog-explorer serve --policy "$dir/policy" --db "$db" \
   --listen "127.0.0.1:$EPORT" --interval-ms 50 > "$dir/explorer.out" 2> "$dir/explorer.err" &
 epid=$!
 pids+=($epid)

@@ -5,9 +5,9 @@
 //! own claims, and the other aggregates move by the difference between its old and new state.
 //! Claims that count are those not void; only dated claims count in time buckets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::backend::{Backend, DbError, Value};
+use crate::backend::{execute_in, insert_rows, query_in, Backend, DbError, Value};
 
 /// The tables, in the SQL both databases accept.
 pub const SCHEMA: &str = "
@@ -152,46 +152,67 @@ impl Deltas {
     }
 }
 
-fn old_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState>, DbError> {
-    let Some(row) = conn
-        .query(
-            "SELECT store_path, latest, hashes FROM path_stats WHERE hash_part = $1",
-            &[hash_part.into()],
-        )?
-        .into_iter()
-        .next()
-    else {
-        return Ok(None);
-    };
-    let mut builders = BTreeMap::new();
-    for r in conn.query(
-        "SELECT builder, hash, hashes FROM path_builders WHERE hash_part = $1",
-        &[hash_part.into()],
+/// The states the aggregates hold for those of `paths` they hold.
+fn old_states(
+    conn: &mut dyn Backend,
+    paths: &[&str],
+) -> Result<HashMap<String, PathState>, DbError> {
+    let mut states = HashMap::new();
+    for r in query_in(
+        conn,
+        "SELECT hash_part, store_path, latest, hashes FROM path_stats WHERE hash_part IN ({keys})",
+        paths,
     )? {
-        builders.insert(r[0].text()?, (r[1].text()?, r[2].int()?));
+        states.insert(
+            r[0].text()?,
+            PathState {
+                store_path: r[1].text()?,
+                latest: r[2].int()?,
+                builders: BTreeMap::new(),
+                hashes: r[3].int()?,
+            },
+        );
     }
-    Ok(Some(PathState {
-        store_path: row[0].text()?,
-        latest: row[1].int()?,
-        builders,
-        hashes: row[2].int()?,
-    }))
+    for r in query_in(
+        conn,
+        "SELECT hash_part, builder, hash, hashes FROM path_builders WHERE hash_part IN ({keys})",
+        paths,
+    )? {
+        if let Some(state) = states.get_mut(&r[0].text()?) {
+            state
+                .builders
+                .insert(r[1].text()?, (r[2].text()?, r[3].int()?));
+        }
+    }
+    Ok(states)
 }
 
 /// A claim that counts, as a path's state is made of: store path, builder, NAR hash, time.
 pub type CountedClaim = (String, String, String, Option<i64>);
 
-fn new_state(conn: &mut dyn Backend, hash_part: &str) -> Result<Option<PathState>, DbError> {
-    let rows = conn.query(
-        "SELECT store_path, builder, nar_hash, logged_at FROM claims
-         WHERE hash_part = $1 AND void IS NULL",
-        &[hash_part.into()],
-    )?;
-    let claims = rows
-        .iter()
-        .map(|r| Ok((r[0].text()?, r[1].text()?, r[2].text()?, r[3].opt_int()?)))
-        .collect::<Result<Vec<CountedClaim>, DbError>>()?;
-    Ok(state_of(&claims))
+/// The states of `paths` as their claims that count make them, for those with any.
+fn new_states(
+    conn: &mut dyn Backend,
+    paths: &[&str],
+) -> Result<HashMap<String, PathState>, DbError> {
+    let mut claims: HashMap<String, Vec<CountedClaim>> = HashMap::new();
+    for r in query_in(
+        conn,
+        "SELECT hash_part, store_path, builder, nar_hash, logged_at FROM claims
+         WHERE hash_part IN ({keys}) AND void IS NULL",
+        paths,
+    )? {
+        claims.entry(r[0].text()?).or_default().push((
+            r[1].text()?,
+            r[2].text()?,
+            r[3].text()?,
+            r[4].opt_int()?,
+        ));
+    }
+    Ok(claims
+        .into_iter()
+        .filter_map(|(path, claims)| Some((path, state_of(&claims)?)))
+        .collect())
 }
 
 /// A path's state from all its claims that count.
@@ -225,82 +246,99 @@ fn state_of(claims: &[CountedClaim]) -> Option<PathState> {
     Some(state)
 }
 
-/// Which of `paths` the aggregates hold already, asked a few hundred at a time.
-fn existing(conn: &mut dyn Backend, paths: &BTreeSet<String>) -> Result<BTreeSet<String>, DbError> {
-    let mut found = BTreeSet::new();
-    let all: Vec<&String> = paths.iter().collect();
-    for batch in all.chunks(256) {
-        let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
-        let params: Vec<Value> = batch.iter().map(|p| p.as_str().into()).collect();
-        for r in conn.query(
-            &format!(
-                "SELECT hash_part FROM path_stats WHERE hash_part IN ({})",
-                placeholders.join(", ")
-            ),
-            &params,
-        )? {
-            found.insert(r[0].text()?);
-        }
-    }
-    Ok(found)
+/// Which of `paths` the aggregates hold already.
+fn existing(conn: &mut dyn Backend, paths: &[&str]) -> Result<HashSet<String>, DbError> {
+    query_in(
+        conn,
+        "SELECT hash_part FROM path_stats WHERE hash_part IN ({keys})",
+        paths,
+    )?
+    .iter()
+    .map(|r| r[0].text())
+    .collect()
 }
 
-fn write_state(
-    conn: &mut dyn Backend,
-    hash_part: &str,
-    old: Option<&PathState>,
-    new: Option<&PathState>,
-) -> Result<(), DbError> {
-    if old.is_some() {
-        conn.execute(
-            "DELETE FROM path_builders WHERE hash_part = $1",
-            &[hash_part.into()],
-        )?;
-    }
-    let Some(new) = new else {
-        conn.execute(
-            "DELETE FROM path_stats WHERE hash_part = $1",
-            &[hash_part.into()],
-        )?;
-        return Ok(());
-    };
-    if old.is_none() {
-        let base = new.store_path.rsplit('/').next().unwrap_or_default();
-        conn.execute(
-            "INSERT INTO path_names (hash_part, name) VALUES ($1, $2)",
-            &[hash_part.into(), base.get(33..).unwrap_or_default().into()],
-        )?;
-    }
-    conn.execute(
-        "INSERT INTO path_stats (hash_part, store_path, latest, builders, hashes)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (hash_part) DO UPDATE SET store_path = excluded.store_path,
-           latest = excluded.latest, builders = excluded.builders, hashes = excluded.hashes",
-        &[
+/// The rows a chunk's paths get, gathered to be written with a few multi-row inserts.
+#[derive(Default)]
+struct PathRows<'a> {
+    /// Paths whose builder rows go before the new ones are written.
+    replaced: Vec<&'a str>,
+    /// Paths no claim counts for any more.
+    gone: Vec<&'a str>,
+    names: Vec<Vec<Value>>,
+    stats: Vec<Vec<Value>>,
+    builders: Vec<Vec<Value>>,
+}
+
+impl<'a> PathRows<'a> {
+    /// Gathers what a path's rows become.
+    fn write(&mut self, hash_part: &'a str, old: Option<&PathState>, new: Option<&PathState>) {
+        if old.is_some() {
+            self.replaced.push(hash_part);
+        }
+        let Some(new) = new else {
+            self.gone.push(hash_part);
+            return;
+        };
+        if old.is_none() {
+            let base = new.store_path.rsplit('/').next().unwrap_or_default();
+            self.names.push(vec![
+                hash_part.into(),
+                base.get(33..).unwrap_or_default().into(),
+            ]);
+        }
+        self.stats.push(vec![
             hash_part.into(),
             new.store_path.as_str().into(),
             new.latest.into(),
             (new.builders.len() as i64).into(),
             new.hashes.into(),
-        ],
-    )?;
-    // The path's latest time and verdict, copied to each of its builders' rows: the
-    // unreproduced paths of one builder are then one index range, newest first.
-    for (builder, (hash, n)) in &new.builders {
-        conn.execute(
-            "INSERT INTO path_builders (hash_part, builder, hash, hashes, latest, unreproduced)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
+        ]);
+        // The path's latest time and verdict, copied to each of its builders' rows: the
+        // unreproduced paths of one builder are then one index range, newest first.
+        for (builder, (hash, n)) in &new.builders {
+            self.builders.push(vec![
                 hash_part.into(),
                 builder.as_str().into(),
                 hash.as_str().into(),
                 (*n).into(),
                 new.latest.into(),
                 i64::from(new.hashes > 1).into(),
-            ],
-        )?;
+            ]);
+        }
     }
-    Ok(())
+
+    fn apply(self, conn: &mut dyn Backend) -> Result<(), DbError> {
+        execute_in(
+            conn,
+            "DELETE FROM path_builders WHERE hash_part IN ({keys})",
+            &self.replaced,
+        )?;
+        execute_in(
+            conn,
+            "DELETE FROM path_stats WHERE hash_part IN ({keys})",
+            &self.gone,
+        )?;
+        insert_rows(
+            conn,
+            "INSERT INTO path_names (hash_part, name)",
+            "",
+            self.names,
+        )?;
+        insert_rows(
+            conn,
+            "INSERT INTO path_stats (hash_part, store_path, latest, builders, hashes)",
+            "ON CONFLICT (hash_part) DO UPDATE SET store_path = excluded.store_path,
+               latest = excluded.latest, builders = excluded.builders, hashes = excluded.hashes",
+            self.stats,
+        )?;
+        insert_rows(
+            conn,
+            "INSERT INTO path_builders (hash_part, builder, hash, hashes, latest, unreproduced)",
+            "",
+            self.builders,
+        )
+    }
 }
 
 /// Brings the aggregates up to date with the claims, inside the chunk's transaction:
@@ -319,14 +357,26 @@ pub fn update(
     for change in entries {
         deltas.entry(change);
     }
+    let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+    // New paths of a chunk that only adds claims are made of the chunk's claims; every other
+    // path is read back, old state and new, a few hundred paths a query.
     let held = match fresh {
-        Some(_) => Some(existing(conn, touched)?),
-        None => None,
+        Some(_) => existing(conn, &touched)?,
+        None => touched.iter().map(|p| (*p).to_owned()).collect(),
     };
+    let read: Vec<&str> = touched
+        .iter()
+        .copied()
+        .filter(|p| held.contains(*p))
+        .collect();
+    let mut olds = old_states(conn, &read)?;
+    let mut news = new_states(conn, &read)?;
+    let mut rows = PathRows::default();
     for hash_part in touched {
-        let (old, new) = match (fresh.and_then(|f| f.get(hash_part)), &held) {
-            (Some(claims), Some(held)) if !held.contains(hash_part) => (None, state_of(claims)),
-            _ => (old_state(conn, hash_part)?, new_state(conn, hash_part)?),
+        let (old, new) = if held.contains(hash_part) {
+            (olds.remove(hash_part), news.remove(hash_part))
+        } else {
+            (None, fresh.and_then(|f| state_of(f.get(hash_part)?)))
         };
         if old == new {
             continue;
@@ -337,87 +387,93 @@ pub fn update(
         if let Some(new) = &new {
             deltas.path(new, 1);
         }
-        write_state(conn, hash_part, old.as_ref(), new.as_ref())?;
+        rows.write(hash_part, old.as_ref(), new.as_ref());
     }
-    for (builder, (entries, paths, first, last)) in deltas.builders {
-        let first: Value = first.map_or(Value::NullInt, Value::Int);
-        let last: Value = last.map_or(Value::NullInt, Value::Int);
-        conn.execute(
-            "INSERT INTO builder_stats (builder, entries, paths, first_logged, last_logged)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (builder) DO UPDATE SET
-               entries = builder_stats.entries + excluded.entries,
-               paths = builder_stats.paths + excluded.paths,
-               first_logged = CASE WHEN builder_stats.first_logged IS NULL
-                 OR excluded.first_logged < builder_stats.first_logged
-                 THEN COALESCE(excluded.first_logged, builder_stats.first_logged)
-                 ELSE builder_stats.first_logged END,
-               last_logged = CASE WHEN builder_stats.last_logged IS NULL
-                 OR excluded.last_logged > builder_stats.last_logged
-                 THEN COALESCE(excluded.last_logged, builder_stats.last_logged)
-                 ELSE builder_stats.last_logged END",
-            &[builder.into(), entries.into(), paths.into(), first, last],
-        )?;
-    }
-    for ((a, b), (common, agree)) in deltas.pairs {
-        conn.execute(
-            "INSERT INTO pair_stats (a, b, common, agree) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (a, b) DO UPDATE SET common = pair_stats.common + excluded.common,
-               agree = pair_stats.agree + excluded.agree",
-            &[a.into(), b.into(), common.into(), agree.into()],
-        )?;
-    }
-    for ((seconds, start, builder), [entries, compared, reproduced, unreproduced]) in deltas.buckets
-    {
-        conn.execute(
-            "INSERT INTO buckets (seconds, start, builder, entries, compared, reproduced,
-               unreproduced) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (seconds, start, builder) DO UPDATE SET
-               entries = buckets.entries + excluded.entries,
-               compared = buckets.compared + excluded.compared,
-               reproduced = buckets.reproduced + excluded.reproduced,
-               unreproduced = buckets.unreproduced + excluded.unreproduced",
-            &[
-                seconds.into(),
-                start.into(),
+    rows.apply(conn)?;
+    let builders = deltas
+        .builders
+        .into_iter()
+        .map(|(builder, (entries, paths, first, last))| {
+            vec![
                 builder.into(),
                 entries.into(),
-                compared.into(),
-                reproduced.into(),
-                unreproduced.into(),
-            ],
-        )?;
-    }
-    Ok(())
+                paths.into(),
+                first.map_or(Value::NullInt, Value::Int),
+                last.map_or(Value::NullInt, Value::Int),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO builder_stats (builder, entries, paths, first_logged, last_logged)",
+        "ON CONFLICT (builder) DO UPDATE SET
+           entries = builder_stats.entries + excluded.entries,
+           paths = builder_stats.paths + excluded.paths,
+           first_logged = CASE WHEN builder_stats.first_logged IS NULL
+             OR excluded.first_logged < builder_stats.first_logged
+             THEN COALESCE(excluded.first_logged, builder_stats.first_logged)
+             ELSE builder_stats.first_logged END,
+           last_logged = CASE WHEN builder_stats.last_logged IS NULL
+             OR excluded.last_logged > builder_stats.last_logged
+             THEN COALESCE(excluded.last_logged, builder_stats.last_logged)
+             ELSE builder_stats.last_logged END",
+        builders,
+    )?;
+    let pairs = deltas
+        .pairs
+        .into_iter()
+        .map(|((a, b), (common, agree))| vec![a.into(), b.into(), common.into(), agree.into()])
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO pair_stats (a, b, common, agree)",
+        "ON CONFLICT (a, b) DO UPDATE SET common = pair_stats.common + excluded.common,
+           agree = pair_stats.agree + excluded.agree",
+        pairs,
+    )?;
+    let buckets = deltas
+        .buckets
+        .into_iter()
+        .map(|((seconds, start, builder), counts)| {
+            let mut row = vec![seconds.into(), start.into(), builder.into()];
+            row.extend(counts.map(Value::Int));
+            row
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO buckets (seconds, start, builder, entries, compared, reproduced,
+           unreproduced)",
+        "ON CONFLICT (seconds, start, builder) DO UPDATE SET
+           entries = buckets.entries + excluded.entries,
+           compared = buckets.compared + excluded.compared,
+           reproduced = buckets.reproduced + excluded.reproduced,
+           unreproduced = buckets.unreproduced + excluded.unreproduced",
+        buckets,
+    )
 }
 
 /// The verdict of each of `hash_parts` that the aggregates hold, with its store path, asked a
-/// few hundred at a time: a report over a closure costs a query per 256 paths.
+/// few hundred at a time: a report over a closure costs a query per few hundred paths.
 pub fn verdicts(
     conn: &mut dyn Backend,
     hash_parts: &[&str],
 ) -> Result<HashMap<String, (String, reprolog_verifier::compare::Verdict)>, DbError> {
     use reprolog_verifier::compare::Verdict;
     let mut found = HashMap::with_capacity(hash_parts.len());
-    for batch in hash_parts.chunks(256) {
-        let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
-        let params: Vec<Value> = batch.iter().map(|h| (*h).into()).collect();
-        for r in conn.query(
-            &format!(
-                "SELECT hash_part, store_path, builders, hashes FROM path_stats
-                 WHERE hash_part IN ({})",
-                placeholders.join(", ")
-            ),
-            &params,
-        )? {
-            let verdict = match (r[3].int()?, r[2].int()?) {
-                (0, _) => Verdict::NotLogged,
-                (1, 1) => Verdict::OneBuilder,
-                (1, _) => Verdict::Reproduced,
-                _ => Verdict::Unreproduced,
-            };
-            found.insert(r[0].text()?, (r[1].text()?, verdict));
-        }
+    for r in query_in(
+        conn,
+        "SELECT hash_part, store_path, builders, hashes FROM path_stats
+         WHERE hash_part IN ({keys})",
+        hash_parts,
+    )? {
+        let verdict = match (r[3].int()?, r[2].int()?) {
+            (0, _) => Verdict::NotLogged,
+            (1, 1) => Verdict::OneBuilder,
+            (1, _) => Verdict::Reproduced,
+            _ => Verdict::Unreproduced,
+        };
+        found.insert(r[0].text()?, (r[1].text()?, verdict));
     }
     Ok(found)
 }

@@ -131,7 +131,7 @@ impl Backend for rusqlite::Connection {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
         let mut stmt = self.prepare_cached(&sqlite_sql(sql))?;
         let columns = stmt.column_count();
-        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(sqlite_value)))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut values = Vec::with_capacity(columns);
@@ -157,7 +157,7 @@ impl Backend for rusqlite::Connection {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let mut stmt = self.prepare_cached(&sqlite_sql(sql))?;
-        Ok(stmt.execute(rusqlite::params_from_iter(params.iter().map(sqlite_value)))? as u64)
+        Ok(stmt.execute(rusqlite::params_from_iter(params))? as u64)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
@@ -169,11 +169,14 @@ impl Backend for rusqlite::Connection {
     }
 }
 
-fn sqlite_value(v: &Value) -> rusqlite::types::Value {
-    match v {
-        Value::Int(i) => rusqlite::types::Value::Integer(*i),
-        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
-        Value::NullInt | Value::NullText => rusqlite::types::Value::Null,
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::NullInt | Value::NullText => ValueRef::Null,
+        }))
     }
 }
 
@@ -259,4 +262,107 @@ impl Backend for Postgres {
     fn is_postgres(&self) -> bool {
         true
     }
+}
+
+/// The most rows one `INSERT` of [`insert_rows`] carries. Statements are made of 128, 64, …, 1
+/// rows, so that each database prepares a handful of texts once, and a chunk of claims costs a
+/// few dozen round trips to PostgreSQL instead of one per row.
+const ROWS_PER_INSERT: usize = 128;
+
+thread_local! {
+    /// `($1, $2), ($3, $4)` for each (rows, width) made: writing them out anew for every
+    /// statement was a tenth of a chunk's commit.
+    static PLACEHOLDERS: std::cell::RefCell<std::collections::HashMap<(usize, usize), std::rc::Rc<str>>> =
+        Default::default();
+}
+
+fn placeholders(rows: usize, width: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=width)
+                .map(|col| format!("${}", row * width + col))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    values.join(", ")
+}
+
+/// Inserts `rows` (each of the same width) with multi-row `INSERT`s: `insert` is the statement
+/// up to `VALUES`, and `tail` what follows the values (an `ON CONFLICT` clause, or nothing).
+/// With an `ON CONFLICT … DO UPDATE`, no two rows may share a key.
+pub fn insert_rows(
+    conn: &mut dyn Backend,
+    insert: &str,
+    tail: &str,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), DbError> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(());
+    };
+    let mut left = rows.len();
+    let mut rows = rows.into_iter();
+    while left > 0 {
+        let count = if left >= ROWS_PER_INSERT {
+            ROWS_PER_INSERT
+        } else {
+            1 << left.ilog2()
+        };
+        let params: Vec<Value> = rows.by_ref().take(count).flatten().collect();
+        if params.len() != count * width {
+            return Err(DbError::Other(format!(
+                "rows of different widths for {insert}"
+            )));
+        }
+        let values = PLACEHOLDERS.with(|cache| {
+            std::rc::Rc::clone(
+                cache
+                    .borrow_mut()
+                    .entry((count, width))
+                    .or_insert_with(|| placeholders(count, width).into()),
+            )
+        });
+        conn.execute(&format!("{insert} VALUES {values} {tail}"), &params)?;
+        left -= count;
+    }
+    Ok(())
+}
+
+/// The most keys one `IN (…)` list of [`query_in`] and [`execute_in`] carries.
+const KEYS_PER_LIST: usize = 256;
+
+/// `keys` in lists of at most [`KEYS_PER_LIST`], each padded to a power of two by repeating its
+/// last key (a key twice in `IN` changes nothing), so that few statement texts are prepared:
+/// each list's `$1, $2, …` and its parameters.
+fn key_lists<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = (String, Vec<Value>)> + 'a {
+    keys.chunks(KEYS_PER_LIST).map(|list| {
+        let padded = list.len().next_power_of_two();
+        let placeholders: Vec<String> = (1..=padded).map(|i| format!("${i}")).collect();
+        let params = (0..padded)
+            .map(|i| Value::from(list[i.min(list.len() - 1)]))
+            .collect();
+        (placeholders.join(", "), params)
+    })
+}
+
+/// Every row of `sql`, whose `{keys}` stands for a list of parameters, over all of `keys`: a
+/// query per few hundred keys instead of one per key.
+pub fn query_in(
+    conn: &mut dyn Backend,
+    sql: &str,
+    keys: &[&str],
+) -> Result<Vec<Vec<Value>>, DbError> {
+    let mut rows = Vec::new();
+    for (list, params) in key_lists(keys) {
+        rows.extend(conn.query(&sql.replace("{keys}", &list), &params)?);
+    }
+    Ok(rows)
+}
+
+/// Runs `sql`, whose `{keys}` stands for a list of parameters, over all of `keys`.
+pub fn execute_in(conn: &mut dyn Backend, sql: &str, keys: &[&str]) -> Result<(), DbError> {
+    for (list, params) in key_lists(keys) {
+        conn.execute(&sql.replace("{keys}", &list), &params)?;
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use reprolog_verifier::locks;
 
 use crate::aggregates::{self, EntryChange};
 pub use crate::backend::DbError;
-use crate::backend::{Backend, Value};
+use crate::backend::{insert_rows, Backend, Value};
 
 const SQLITE_SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -149,6 +149,8 @@ impl Location {
             Location::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path)?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                // Room for every statement the index runs, the multi-row inserts' included.
+                conn.set_prepared_statement_cache_capacity(256);
                 Ok(Box::new(conn))
             }
             Location::Postgres(url) => Ok(Box::new(crate::backend::Postgres::connect(url)?)),
@@ -491,6 +493,7 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
     }
     let mut touched = std::collections::BTreeSet::new();
     let mut entries: Vec<EntryChange> = Vec::new();
+    let mut rows = Vec::with_capacity(chunk.claims.len());
     for c in &chunk.claims {
         touched.insert(c.hash_part.clone());
         entries.push(EntryChange {
@@ -498,28 +501,30 @@ fn commit_chunk(conn: &mut dyn Backend, log: i64, from: u64, chunk: &Chunk) -> R
             logged_at: c.logged_at,
             delta: 1,
         });
-        conn.execute(
-            "INSERT INTO claims (log, idx, kind, hash_part, store_path, name, builder, key,
-             key_name, nar_hash, nar_size, refs, deriver, logged_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            &[
-                log.into(),
-                c.index.into(),
-                c.kind.into(),
-                c.hash_part.as_str().into(),
-                c.store_path.as_str().into(),
-                c.name.as_str().into(),
-                c.builder.as_str().into(),
-                c.key.as_str().into(),
-                c.key_name.as_str().into(),
-                c.nar_hash.as_str().into(),
-                c.nar_size.into(),
-                c.references.join(" ").into(),
-                c.deriver.as_deref().into(),
-                c.logged_at.into(),
-            ],
-        )?;
+        rows.push(vec![
+            log.into(),
+            c.index.into(),
+            c.kind.into(),
+            c.hash_part.as_str().into(),
+            c.store_path.as_str().into(),
+            c.name.as_str().into(),
+            c.builder.as_str().into(),
+            c.key.as_str().into(),
+            c.key_name.as_str().into(),
+            c.nar_hash.as_str().into(),
+            c.nar_size.into(),
+            c.references.join(" ").into(),
+            c.deriver.as_deref().into(),
+            c.logged_at.into(),
+        ]);
     }
+    insert_rows(
+        conn,
+        "INSERT INTO claims (log, idx, kind, hash_part, store_path, name, builder, key,
+         key_name, nar_hash, nar_size, refs, deriver, logged_at)",
+        "",
+        rows,
+    )?;
     for (index, text) in &chunk.key_events {
         conn.execute(
             "INSERT INTO key_events (log, idx, entry) VALUES ($1, $2, $3)",

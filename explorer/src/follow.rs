@@ -22,6 +22,7 @@ use reprolog_verifier::registry::KeyRegistry;
 use reprolog_verifier::text::printable;
 use reprolog_verifier::tiles::{decode_bundle, TileKind, TilePath, TILE_WIDTH};
 
+use crate::backend::DbError;
 use crate::db::{Chunk, Db, Leader, LogRow, NewClaim};
 use crate::fetch::Fetcher;
 
@@ -56,7 +57,19 @@ pub struct Follower {
     pub interval: Duration,
     /// The registry as of the verified size, replayed from the index at the first step.
     registry: Option<KeyRegistry>,
+    /// The next chunk's entries, read and checked while the last chunk was committed.
+    prefetched: Option<Prefetched>,
 }
+
+/// Entries read and checked ahead, from `from` on. They are only decoded and signature-checked:
+/// the step that takes them still proves them against its checkpoint and judges their keys.
+struct Prefetched {
+    from: u64,
+    entries: Vec<CheckedEntry>,
+}
+
+/// An entry with its index and bytes, decoded and, if a signing event, signature-checked.
+type CheckedEntry = (u64, Vec<u8>, LogEntry);
 
 impl Follower {
     pub fn new(
@@ -74,6 +87,7 @@ impl Follower {
             fetch,
             interval,
             registry: None,
+            prefetched: None,
         }
     }
 
@@ -85,6 +99,7 @@ impl Follower {
             if !leader.as_mut().is_some_and(Leader::holds) {
                 leader = None;
                 self.registry = None;
+                self.prefetched = None;
                 match self.db.lead(&self.origin) {
                     Ok(Some(l)) => {
                         tracing::info!("{}: following", self.origin);
@@ -119,6 +134,7 @@ impl Follower {
                 Err(StepError::Retry(e)) => {
                     tracing::warn!("{}: {e}", self.origin);
                     self.registry = None;
+                    self.prefetched = None;
                     let _ = self.db.note_error(row.id, &e);
                     std::thread::sleep(self.interval);
                 }
@@ -178,7 +194,17 @@ impl Follower {
             Some(r) => r,
             None => self.replay(row)?,
         };
-        let end = cp.size.min(row.size + CHUNK_ENTRIES);
+        // Entries read ahead end at or before the checkpoint they were read under, which is
+        // no larger than this one.
+        let prefetched = self
+            .prefetched
+            .take()
+            .filter(|p| p.from == row.size && !p.entries.is_empty())
+            .map(|p| p.entries);
+        let end = match &prefetched {
+            Some(entries) => row.size + entries.len() as u64,
+            None => cp.size.min(row.size + CHUNK_ENTRIES),
+        };
         let mut chunk = Chunk {
             checkpoints: self.dated_checkpoints(row)?,
             ..Chunk::default()
@@ -197,7 +223,10 @@ impl Follower {
                 .map(|&(size, time)| DatedCheckpoint { size, time }),
         );
         let timeline = Timeline::new(timeline);
-        let entries = decode_and_verify(self.read_entries(row.size, end, cp.size)?)?;
+        let entries = match prefetched {
+            Some(entries) => entries,
+            None => decode_and_verify(self.read_entries(row.size, end, cp.size)?)?,
+        };
         for (index, bytes, entry) in entries {
             range.push(merkle::leaf_hash(&bytes));
             match entry {
@@ -247,7 +276,21 @@ impl Follower {
             .join(",");
         chunk.checkpoint = trusted.note.encode();
         chunk.cosigned_by = trusted.cosigned_by.join(",");
-        self.db.commit(row.id, row.size, &chunk).map_err(retry)?;
+        // The next chunk is read and checked on the other cores while this one is committed:
+        // the follower's two big costs overlap.
+        let next = cp.size.min(end + CHUNK_ENTRIES);
+        let (committed, prefetched) = std::thread::scope(|scope| {
+            let commit = scope.spawn(|| self.db.commit(row.id, row.size, &chunk));
+            let prefetched = (end < cp.size)
+                .then(|| decode_and_verify(self.read_entries(end, next, cp.size).ok()?).ok())
+                .flatten();
+            let committed = commit
+                .join()
+                .unwrap_or_else(|_| Err(DbError::Other("the committing thread panicked".into())));
+            (committed, prefetched)
+        });
+        committed.map_err(retry)?;
+        self.prefetched = prefetched.map(|entries| Prefetched { from: end, entries });
         self.registry = Some(registry);
         Ok(end < cp.size)
     }
@@ -352,10 +395,8 @@ impl Follower {
 /// Decodes every entry and checks every signing event's builder signature, on every core:
 /// strict verification is most of the follower's work. Key events are checked by the
 /// registry, in order.
-fn decode_and_verify(
-    entries: Vec<(u64, Vec<u8>)>,
-) -> Result<Vec<(u64, Vec<u8>, LogEntry)>, StepError> {
-    let check = |(index, bytes): (u64, Vec<u8>)| -> Result<(u64, Vec<u8>, LogEntry), StepError> {
+fn decode_and_verify(entries: Vec<(u64, Vec<u8>)>) -> Result<Vec<CheckedEntry>, StepError> {
+    let check = |(index, bytes): (u64, Vec<u8>)| -> Result<CheckedEntry, StepError> {
         let entry =
             LogEntry::decode(&bytes).map_err(|e| stop(format!("INVALID ENTRY {index}: {e}")))?;
         if let LogEntry::Signing(signing) = &entry {
