@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS pair_stats (
     agree BIGINT NOT NULL,
     PRIMARY KEY (a, b)
 );
+CREATE TABLE IF NOT EXISTS totals (
+    id BIGINT PRIMARY KEY,
+    entries BIGINT NOT NULL,
+    paths BIGINT NOT NULL,
+    one_builder BIGINT NOT NULL,
+    reproduced BIGINT NOT NULL,
+    unreproduced BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS buckets (
     seconds BIGINT NOT NULL,
     start BIGINT NOT NULL,
@@ -95,10 +103,18 @@ struct Deltas {
     pairs: HashMap<(String, String), (i64, i64)>,
     /// (seconds, start, builder or "") → [entries, compared, reproduced, unreproduced]
     buckets: HashMap<(u64, i64, String), [i64; 4]>,
+    /// [entries, paths, one builder, reproduced, unreproduced]
+    totals: [i64; 5],
 }
 
 impl Deltas {
     fn path(&mut self, state: &PathState, sign: i64) {
+        let reproduced = i64::from(state.builders.len() > 1 && state.hashes == 1);
+        let unreproduced = i64::from(state.hashes > 1);
+        self.totals[1] += sign;
+        self.totals[2] += sign * (1 - reproduced - unreproduced);
+        self.totals[3] += sign * reproduced;
+        self.totals[4] += sign * unreproduced;
         let names: Vec<&String> = state.builders.keys().collect();
         for name in &names {
             self.builders.entry((*name).clone()).or_default().1 += sign;
@@ -114,8 +130,6 @@ impl Deltas {
             }
         }
         if state.latest >= 0 && state.compared() {
-            let reproduced = i64::from(state.builders.len() > 1 && state.hashes == 1);
-            let unreproduced = i64::from(state.hashes > 1);
             for seconds in BUCKETS {
                 let start = state.latest / seconds as i64 * seconds as i64;
                 for builder in std::iter::once("").chain(names.iter().map(|n| n.as_str())) {
@@ -132,6 +146,7 @@ impl Deltas {
     }
 
     fn entry(&mut self, change: &EntryChange) {
+        self.totals[0] += change.delta;
         let b = self.builders.entry(change.builder.clone()).or_default();
         b.0 += change.delta;
         if let Some(t) = change.logged_at {
@@ -390,6 +405,20 @@ pub fn update(
         rows.write(hash_part, old.as_ref(), new.as_ref());
     }
     rows.apply(conn)?;
+    if deltas.totals != [0; 5] {
+        let mut row = vec![Value::Int(1)];
+        row.extend(deltas.totals.map(Value::Int));
+        insert_rows(
+            conn,
+            "INSERT INTO totals (id, entries, paths, one_builder, reproduced, unreproduced)",
+            "ON CONFLICT (id) DO UPDATE SET entries = totals.entries + excluded.entries,
+               paths = totals.paths + excluded.paths,
+               one_builder = totals.one_builder + excluded.one_builder,
+               reproduced = totals.reproduced + excluded.reproduced,
+               unreproduced = totals.unreproduced + excluded.unreproduced",
+            vec![row],
+        )?;
+    }
     let builders = deltas
         .builders
         .into_iter()

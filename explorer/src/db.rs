@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use reprolog_verifier::dating::rfc3339;
-use reprolog_verifier::explorer_api::{IndexedBuilder, PairAgreement};
+use reprolog_verifier::explorer_api::{IndexedBuilder, PairAgreement, Totals};
 use reprolog_verifier::locks;
 
 use crate::aggregates::{self, EntryChange};
@@ -445,7 +445,7 @@ impl Db {
 
 /// The version of the index's tables this explorer writes. An index of another version was
 /// made by another explorer and is refused: it is derived data, rebuilt from the logs.
-const VERSION: i64 = 4;
+const VERSION: i64 = 5;
 
 fn check_version(conn: &mut dyn Backend) -> Result<(), DbError> {
     conn.batch("CREATE TABLE IF NOT EXISTS meta (version BIGINT NOT NULL)")?;
@@ -776,6 +776,35 @@ pub fn builders(conn: &mut dyn Backend) -> Result<Vec<IndexedBuilder>, DbError> 
     .collect()
 }
 
+/// The index's totals, from the maintained aggregates.
+pub fn totals(conn: &mut dyn Backend) -> Result<Totals, DbError> {
+    let builders = conn.query(
+        "SELECT COUNT(*) FROM builder_stats WHERE entries > 0 OR paths > 0",
+        &[],
+    )?;
+    let rows = conn.query(
+        "SELECT entries, paths, one_builder, reproduced, unreproduced FROM totals WHERE id = 1",
+        &[],
+    )?;
+    let count = |v: &Value| v.int().map(|n| n.max(0) as u64);
+    let mut totals = Totals {
+        builders: builders
+            .first()
+            .map(|r| count(&r[0]))
+            .transpose()?
+            .unwrap_or(0),
+        ..Totals::default()
+    };
+    if let Some(r) = rows.first() {
+        totals.entries = count(&r[0])?;
+        totals.paths = count(&r[1])?;
+        totals.one_builder = count(&r[2])?;
+        totals.reproduced = count(&r[3])?;
+        totals.unreproduced = count(&r[4])?;
+    }
+    Ok(totals)
+}
+
 /// Every pair of builders with a path in common: paths in common, and those they agree on
 /// (each claimed one NAR hash, the same), from the maintained aggregates.
 pub fn agreement(conn: &mut dyn Backend) -> Result<Vec<PairAgreement>, DbError> {
@@ -956,12 +985,13 @@ mod tests {
     }
 
     /// What the aggregates answer: builders (entries, paths), pairs, unreproduced paths
-    /// newest first, hourly buckets.
+    /// newest first, hourly buckets, totals.
     type Answers = (
         Vec<(String, u64, u64)>,
         Vec<PairAgreement>,
         Vec<String>,
         Vec<(u64, [u64; 4])>,
+        Totals,
     );
 
     /// The aggregates' answers, recomputed from every claim by brute force.
@@ -1008,9 +1038,20 @@ mod tests {
             .collect();
         let mut pairs: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         let mut unreproduced = Vec::new();
+        let mut totals = Totals {
+            entries: rows.len() as u64,
+            paths: paths.len() as u64,
+            builders: entries.len() as u64,
+            ..Totals::default()
+        };
         for (p, by) in &paths {
             let hashes: BTreeSet<&String> = by.values().flatten().collect();
             let names: Vec<&String> = by.keys().collect();
+            match (names.len(), hashes.len()) {
+                (_, 2..) => totals.unreproduced += 1,
+                (1, _) => totals.one_builder += 1,
+                _ => totals.reproduced += 1,
+            }
             for (i, a) in names.iter().enumerate() {
                 for b in &names[i + 1..] {
                     let agree = by[*a].len() == 1 && by[*b].len() == 1 && by[*a] == by[*b];
@@ -1045,12 +1086,15 @@ mod tests {
             agreement,
             unreproduced.into_iter().map(|(_, p)| p).collect(),
             buckets.into_iter().collect(),
+            totals,
         )
     }
 
     fn check(db: &Db) {
         db.read(|conn| {
-            let (builders_want, agreement_want, unreproduced_want, buckets_want) = oracle(conn);
+            let (builders_want, agreement_want, unreproduced_want, buckets_want, totals_want) =
+                oracle(conn);
+            assert_eq!(totals(conn)?, totals_want);
             let got: Vec<(String, u64, u64)> = builders(conn)?
                 .into_iter()
                 .map(|b| (b.builder, b.entries, b.paths))

@@ -152,7 +152,8 @@ async fn status(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
             reason: r.stopped.or(r.last_error),
         })
         .collect();
-    Ok(Json(StatusAnswer { logs }).into_response())
+    let totals = read(&db, db::totals).await?;
+    Ok(Json(StatusAnswer { logs, totals }).into_response())
 }
 
 async fn path(State(db): State<Arc<Db>>, Path(hash): Path<String>) -> Result<Response, ApiError> {

@@ -193,6 +193,13 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     assert_eq!(log["origin"], "example.com/explored", "{status}");
     assert_eq!(log["state"], "following", "{status}");
     assert_eq!(log["cosigned_by"], serde_json::json!(["w"]), "{status}");
+    // Two paths, each claimed by both builders: one agreed on, one not.
+    assert_eq!(
+        status["totals"],
+        serde_json::json!({"entries": 4, "paths": 2, "builders": 2, "one_builder": 0,
+            "reproduced": 1, "unreproduced": 1}),
+        "{status}"
+    );
 
     // A path's claims and verdict.
     let (code, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(&same)));

@@ -140,6 +140,25 @@ pub struct LogStatus {
 pub struct StatusAnswer {
     /// Each log of the policy that has a URL.
     pub logs: Vec<LogStatus>,
+    /// What the index holds, over every log.
+    pub totals: Totals,
+}
+
+/// The index's totals: claims that count, and paths by verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Claims that count (not void), over every log.
+    pub entries: u64,
+    /// Store paths with a claim that counts.
+    pub paths: u64,
+    /// Builders with a claim that counts.
+    pub builders: u64,
+    /// Paths claimed by one builder, with one NAR hash.
+    pub one_builder: u64,
+    /// Paths claimed by two or more builders, all with one NAR hash.
+    pub reproduced: u64,
+    /// Paths claimed with two or more NAR hashes.
+    pub unreproduced: u64,
 }
 
 /// One pair of builders: the paths both claimed, and how many they agree on.
