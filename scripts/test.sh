@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check reprolog has: formatting, clippy and all tests, after installing what the
 # tests need (Debian's nix-bin, used as the real Nix client; Debian's postgresql, a real
-# PostgreSQL server for the explorer; Python's securesystemslib, an independent DSSE
+# PostgreSQL server for the explorer; Debian's chromium and chromium-driver, a real headless
+# browser for the explorer's dashboard; Python's securesystemslib, an independent DSSE
 # implementation). Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "== installing postgresql (a real PostgreSQL server for the explorer's tests)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (a real headless browser for the dashboard's tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 if ! python3 -c "import securesystemslib.dsse, cryptography" >/dev/null 2>&1; then

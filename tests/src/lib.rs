@@ -3,6 +3,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod browser;
+pub mod explored;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
