@@ -46,12 +46,13 @@ pub fn router(db: Arc<Db>) -> Router {
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/export", get(export))
         .route("/metrics", get(metrics))
+        .merge(crate::pages::router())
         .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .with_state(db)
 }
 
 /// An error answer, as JSON.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -125,12 +126,12 @@ fn indexed(c: ClaimRow) -> IndexedClaim {
 }
 
 async fn status(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
-    let rows = {
-        let db = Arc::clone(&db);
-        tokio::task::spawn_blocking(move || db.logs())
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
-    };
+    Ok(Json(status_answer(&db).await?).into_response())
+}
+
+/// The answers of the API, which the JSON endpoints and the dashboard's pages both serve.
+pub async fn status_answer(db: &Arc<Db>) -> Result<StatusAnswer, ApiError> {
+    let rows = logs(db).await?;
     let logs = rows
         .into_iter()
         .map(|r| LogStatus {
@@ -152,41 +153,48 @@ async fn status(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
             reason: r.stopped.or(r.last_error),
         })
         .collect();
-    let totals = read(&db, db::totals).await?;
-    Ok(Json(StatusAnswer { logs, totals }).into_response())
+    let totals = read(db, db::totals).await?;
+    Ok(StatusAnswer { logs, totals })
 }
 
 async fn path(State(db): State<Arc<Db>>, Path(hash): Path<String>) -> Result<Response, ApiError> {
     let hash = hash.strip_suffix(".json").unwrap_or(&hash).to_owned();
+    Ok(Json(path_answer(&db, hash).await?).into_response())
+}
+
+pub async fn path_answer(db: &Arc<Db>, hash: String) -> Result<PathAnswer, ApiError> {
     if !is_hash_part(&hash) {
         return Err(bad_request("a store path hash part is 32 nix32 characters"));
     }
-    let claims = read(&db, move |conn| db::claims_of(conn, &hash)).await?;
+    let claims = read(db, move |conn| db::claims_of(conn, &hash)).await?;
     let Some(store_path) = claims.first().map(|c| c.store_path.clone()) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             "no claim about that store path in the followed logs".into(),
         ));
     };
-    Ok(Json(PathAnswer {
+    Ok(PathAnswer {
         store_path,
         verdict: verdict(&claims),
         claims: claims.into_iter().map(indexed).collect(),
     })
-    .into_response())
 }
 
-#[derive(Deserialize)]
-struct SearchQuery {
-    q: Option<String>,
-    after: Option<String>,
-    limit: Option<usize>,
+#[derive(Default, Deserialize)]
+pub struct SearchQuery {
+    pub q: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
 }
 
 async fn search(
     State(db): State<Arc<Db>>,
     Query(query): Query<SearchQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(search_answer(&db, query).await?).into_response())
+}
+
+pub async fn search_answer(db: &Arc<Db>, query: SearchQuery) -> Result<SearchAnswer, ApiError> {
     let q = query.q.unwrap_or_default();
     if q.is_empty() || q.len() > 200 || q.chars().any(char::is_control) {
         return Err(bad_request(
@@ -200,7 +208,7 @@ async fn search(
         )));
     }
     let after = query.after.unwrap_or_default();
-    let answer = read(&db, move |conn| {
+    read(db, move |conn| {
         let (found, more) = db::search(conn, &q, &after, limit)?;
         let hashes: Vec<&str> = found.iter().map(|(_, h)| h.as_str()).collect();
         let verdicts = aggregates::verdicts(conn, &hashes)?;
@@ -216,13 +224,16 @@ async fn search(
             .flatten();
         Ok(SearchAnswer { paths, next })
     })
-    .await?;
-    Ok(Json(answer).into_response())
+    .await
 }
 
 async fn builders(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
-    let builders = read(&db, db::builders).await?;
-    Ok(Json(IndexedBuilders { builders }).into_response())
+    Ok(Json(builders_answer(&db).await?).into_response())
+}
+
+pub async fn builders_answer(db: &Arc<Db>) -> Result<IndexedBuilders, ApiError> {
+    let builders = read(db, db::builders).await?;
+    Ok(IndexedBuilders { builders })
 }
 
 /// The store paths a report body names: one per line, the first word of each (as `nix
@@ -259,8 +270,13 @@ fn report_paths(body: &str) -> Result<Vec<String>, ApiError> {
 
 async fn report(State(db): State<Arc<Db>>, body: Bytes) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8"))?;
+    Ok(Json(report_answer(&db, text).await?).into_response())
+}
+
+/// The verdicts of the store paths `text` names (see [`report_paths`]).
+pub async fn report_answer(db: &Arc<Db>, text: &str) -> Result<ReportAnswer, ApiError> {
     let paths = report_paths(text)?;
-    let answer = read(&db, move |conn| {
+    read(db, move |conn| {
         let hash_of = |p: &str| -> String {
             let base = p.rsplit('/').next().unwrap_or(p);
             base[..HASH_PART_LEN].to_owned()
@@ -299,13 +315,16 @@ async fn report(State(db): State<Arc<Db>>, body: Bytes) -> Result<Response, ApiE
             summary,
         })
     })
-    .await?;
-    Ok(Json(answer).into_response())
+    .await
 }
 
 async fn agreement(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
-    let pairs = read(&db, db::agreement).await?;
-    Ok(Json(AgreementAnswer { pairs }).into_response())
+    Ok(Json(agreement_answer(&db).await?).into_response())
+}
+
+pub async fn agreement_answer(db: &Arc<Db>) -> Result<AgreementAnswer, ApiError> {
+    let pairs = read(db, db::agreement).await?;
+    Ok(AgreementAnswer { pairs })
 }
 
 /// A time as a query gives it: RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`) or seconds since the epoch.
@@ -323,19 +342,26 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> 
         .transpose()
 }
 
-#[derive(Deserialize)]
-struct DisagreementsQuery {
-    builder: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after: Option<String>,
-    limit: Option<usize>,
+#[derive(Default, Deserialize)]
+pub struct DisagreementsQuery {
+    pub builder: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
 }
 
 async fn disagreements(
     State(db): State<Arc<Db>>,
     Query(q): Query<DisagreementsQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(disagreements_answer(&db, q).await?).into_response())
+}
+
+pub async fn disagreements_answer(
+    db: &Arc<Db>,
+    q: DisagreementsQuery,
+) -> Result<DisagreementsAnswer, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=SEARCH_PAGE_MAX).contains(&limit) {
         return Err(bad_request(format!(
@@ -359,7 +385,7 @@ async fn disagreements(
         after,
         limit,
     };
-    let answer = read(&db, move |conn| {
+    read(db, move |conn| {
         let (found, next) = db::disagreements(conn, &filter)?;
         let mut paths = Vec::with_capacity(found.len());
         for (hash, latest) in found {
@@ -384,27 +410,33 @@ async fn disagreements(
         }
         Ok(DisagreementsAnswer { paths, next })
     })
-    .await?;
-    Ok(Json(answer).into_response())
+    .await
 }
 
-#[derive(Deserialize)]
-struct TimeseriesQuery {
-    bucket: Option<String>,
-    builder: Option<String>,
+#[derive(Default, Deserialize)]
+pub struct TimeseriesQuery {
+    pub bucket: Option<String>,
+    pub builder: Option<String>,
 }
 
 async fn timeseries(
     State(db): State<Arc<Db>>,
     Query(q): Query<TimeseriesQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(timeseries_answer(&db, q).await?).into_response())
+}
+
+pub async fn timeseries_answer(
+    db: &Arc<Db>,
+    q: TimeseriesQuery,
+) -> Result<TimeseriesAnswer, ApiError> {
     let bucket = q.bucket.unwrap_or_else(|| "day".into());
     let seconds = match bucket.as_str() {
         "hour" => 3600,
         "day" => 86_400,
         _ => return Err(bad_request("bucket: hour or day")),
     };
-    let rows = read(&db, move |conn| {
+    let rows = read(db, move |conn| {
         db::timeseries(conn, seconds, q.builder.as_deref())
     })
     .await?;
@@ -420,7 +452,7 @@ async fn timeseries(
             },
         )
         .collect();
-    Ok(Json(TimeseriesAnswer { bucket, buckets }).into_response())
+    Ok(TimeseriesAnswer { bucket, buckets })
 }
 
 #[derive(Deserialize)]
@@ -471,13 +503,17 @@ async fn export(
         .into_response())
 }
 
+/// The followed logs' rows, off the async workers.
+async fn logs(db: &Arc<Db>) -> Result<Vec<db::LogRow>, ApiError> {
+    let db = Arc::clone(db);
+    tokio::task::spawn_blocking(move || db.logs())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
 async fn metrics(State(db): State<Arc<Db>>) -> Result<Response, ApiError> {
-    let rows = {
-        let db = Arc::clone(&db);
-        tokio::task::spawn_blocking(move || db.logs())
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
-    };
+    let rows = logs(&db).await?;
     let mut out = String::new();
     metric_header(
         &mut out,

@@ -10,10 +10,12 @@
 mod aggregates;
 mod backend;
 mod bench;
+mod charts;
 mod db;
 mod fetch;
 mod follow;
 mod http;
+mod pages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

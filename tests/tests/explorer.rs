@@ -3,126 +3,11 @@
 //! follows it. Every endpoint answers as the ground truth says; a killed explorer resumes
 //! with the same index; a forked checkpoint signed with the log's real key stops following.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reprolog_tests::{
-    get_json, nix, nix_key, run_ok, stdout, workspace_bin, write_builders, Server, WitnessedLog,
-};
+use reprolog_tests::explored::{hash_of, Explorer, TwoBuilders};
+use reprolog_tests::{get_json, write_builders, Server};
 use serde_json::Value;
-
-/// A running explorer; killed when dropped.
-struct Explorer {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Explorer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn explorer(dir: &Path, policy: &Path, db: &str) -> Explorer {
-    explorer_logging_to(dir, "explorer.log", policy, db)
-}
-
-/// An explorer whose log goes to `dir/log`.
-fn explorer_logging_to(dir: &Path, log: &str, policy: &Path, db: &str) -> Explorer {
-    let mut child = Command::new(workspace_bin("reprolog-explorer"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--interval-ms", "100"])
-        .arg("--policy")
-        .arg(policy)
-        .arg("--db")
-        .arg(db)
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(log))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    // Read to the end, so that what the explorer prints later never meets a closed pipe.
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("url:") {
-                let _ = tx.send(url.trim().trim_end_matches('/').to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
-            panic!(
-                "the explorer did not start: {}",
-                std::fs::read_to_string(dir.join(log)).unwrap_or_default()
-            )
-        });
-    Explorer { child, url }
-}
-
-/// Waits until the explorer has verified `size` entries of the log, or says why not.
-fn wait_verified(e: &Explorer, size: u64) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
-        let log = &status["logs"][0];
-        if log["verified_size"].as_u64() == Some(size) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "not verified to {size}: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until the explorer says it stopped following its log; returns its status.
-fn wait_stopped(e: &Explorer) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
-        if status["logs"][0]["state"] == "stopped" {
-            return status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Builds `attr` of `expr` (fresh: deleted first), copies it signed into `cache`.
-fn build_into(dir: &Path, attr: &str, cache: &Path, key: &str) -> String {
-    let out = stdout(&run_ok({
-        let mut c = Command::new("nix-build");
-        c.arg(dir.join("demo.nix"))
-            .args(["-A", attr, "--no-out-link", "--option", "substituters", ""])
-            .args(["--option", "sandbox", "false"]);
-        c
-    }));
-    run_ok({
-        let mut c = nix(&["copy", "--to"]);
-        c.arg(format!(
-            "file://{}?compression=none&secret-key={key}",
-            cache.display()
-        ))
-        .arg(&out);
-        c
-    });
-    out
-}
-
-fn hash_of(path: &str) -> &str {
-    &path.rsplit('/').next().unwrap()[..32]
-}
 
 #[test]
 fn the_explorer_indexes_a_real_log_as_the_ground_truth_says_in_sqlite() {
@@ -143,52 +28,14 @@ fn the_explorer_indexes_a_real_log_as_the_ground_truth_says_in_postgresql() {
 
 fn scenario(dir: &tempfile::TempDir, db: &str) {
     let d = dir.path();
-    let tag = format!("explorer-{}", std::process::id());
-    std::fs::write(
-        d.join("demo.nix"),
-        format!(
-            r#"{{
-  same = derivation {{ name = "same-{tag}"; system = builtins.currentSystem;
-    builder = "/bin/sh"; args = [ "-c" "echo same > $out" ]; }};
-  stamp = derivation {{ name = "stamp-{tag}"; system = builtins.currentSystem;
-    builder = "/bin/sh"; args = [ "-c" "read id < /proc/sys/kernel/random/uuid; echo $id > $out" ]; }};
-}}"#
-        ),
-    )
-    .unwrap();
-    let (k1, p1) = nix_key(d, "explorer-b1");
-    let (k2, p2) = nix_key(d, "explorer-b2");
+    let fixture = TwoBuilders::start(d, "explorer");
+    let (same, stamp, tag) = (&fixture.same, &fixture.stamp, &fixture.tag);
+    let log = &fixture.log;
+    let (policy, log_dir, log_vkey) = (&log.policy, &log.data, &log.log_vkey);
+    let size = TwoBuilders::SIZE;
 
-    // A log with a witness.
-    let log = WitnessedLog::start(d, "example.com/explored", &[p1, p2]);
-    let (server, policy, log_dir) = (&log.server, &log.policy, &log.data);
-    let log_vkey = &log.log_vkey;
-
-    // Two builders build both; stamp diverges.
-    let (c1, c2) = (d.join("cache-1"), d.join("cache-2"));
-    let same = build_into(d, "same", &c1, &k1);
-    let stamp = build_into(d, "stamp", &c1, &k1);
-    run_ok({
-        let mut c = Command::new("nix-store");
-        c.args(["--delete", &same, &stamp]);
-        c
-    });
-    build_into(d, "same", &c2, &k2);
-    build_into(d, "stamp", &c2, &k2);
-    for cache in [&c1, &c2] {
-        let out = Command::new(workspace_bin("reprolog"))
-            .args(["ingest", "--log", &server.url])
-            .arg(format!("file://{}", cache.display()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
-    // Two key events and four signatures.
-    let size = 6;
-    server.wait_for_checkpoint(size);
-
-    let e = explorer(d, policy, db);
-    let status = wait_verified(&e, size);
+    let e = Explorer::start(d, policy, db);
+    let status = e.wait_verified(size);
     let log = &status["logs"][0];
     assert_eq!(log["origin"], "example.com/explored", "{status}");
     assert_eq!(log["state"], "following", "{status}");
@@ -202,7 +49,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     );
 
     // A path's claims and verdict.
-    let (code, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(&same)));
+    let (code, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(same)));
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["verdict"], "reproduced", "{answer}");
     let claims = answer["claims"].as_array().unwrap();
@@ -220,7 +67,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
         );
         assert!(c["nar_hash"].as_str().unwrap().starts_with("sha256:"));
     }
-    let (_, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(&stamp)));
+    let (_, answer) = get_json(&format!("{}/api/v1/paths/{}", e.url, hash_of(stamp)));
     assert_eq!(answer["verdict"], "unreproduced", "{answer}");
 
     // Search by name and by hash prefix.
@@ -230,7 +77,7 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     let (_, found) = get_json(&format!(
         "{}/api/v1/search?q={}",
         e.url,
-        &hash_of(&same)[..6]
+        &hash_of(same)[..6]
     ));
     assert!(
         found["paths"]
@@ -347,8 +194,8 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
 
     // Killed and restarted: the same index, nothing twice; then it follows new entries.
     drop(e);
-    let e = explorer(d, policy, db);
-    wait_verified(&e, size);
+    let e = Explorer::start(d, policy, db);
+    e.wait_verified(size);
     let (_, again) = get_json(&format!("{}/api/v1/builders", e.url));
     assert_eq!(again, builders);
 
@@ -359,14 +206,21 @@ fn scenario(dir: &tempfile::TempDir, db: &str) {
     let fork_url = forked_log(&key, size);
     let quorum_none = d.join("policy-fork");
     reprolog_tests::policy_without_witnesses(&quorum_none, log_vkey, &fork_url);
-    let e = explorer(d, &quorum_none, db);
-    let status = wait_stopped(&e);
+    let e = Explorer::start(d, &quorum_none, db);
+    let status = e.wait_stopped();
     assert!(
         status["logs"][0]["reason"]
             .as_str()
             .unwrap()
             .starts_with("FORK"),
         "{status}"
+    );
+    // The dashboard's overview marks it stopped, with the reason.
+    let (_, page) = reprolog_tests::get(&format!("{}/", e.url));
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("<tr class=\"stopped\">") && page.contains("FORK: a checkpoint"),
+        "{page}"
     );
     let (_, metrics) = reprolog_tests::get(&format!("{}/metrics", e.url));
     assert!(
@@ -416,9 +270,9 @@ fn a_second_explorer_takes_over_a_shared_postgresql_index() {
     };
     ingest(0, 300);
     server.wait_for_checkpoint(301);
-    let a = explorer_logging_to(d, "a.log", &policy, &db);
-    let b = explorer_logging_to(d, "b.log", &policy, &db);
-    wait_verified(&a, 301);
+    let a = Explorer::start_logging_to(d, "a.log", &policy, &db);
+    let b = Explorer::start_logging_to(d, "b.log", &policy, &db);
+    a.wait_verified(301);
     // Exactly one of them follows.
     std::thread::sleep(Duration::from_millis(500));
     let follows = |log: &str| {
@@ -434,7 +288,7 @@ fn a_second_explorer_takes_over_a_shared_postgresql_index() {
     drop(follower); // killed
     ingest(300, 700);
     server.wait_for_checkpoint(701);
-    wait_verified(&standby, 701);
+    standby.wait_verified(701);
     let (_, builders) = get_json(&format!("{}/api/v1/builders", standby.url));
     assert_eq!(builders["builders"][0]["entries"], 700, "{builders}");
     assert_eq!(builders["builders"][0]["paths"], 700, "{builders}");
@@ -467,7 +321,7 @@ fn an_explorer_killed_while_following_resumes_without_gaps_or_repeats() {
     let db = format!("sqlite://{}", d.join("index.db").display());
     let mut caught = None;
     for _ in 0..5 {
-        let e = explorer(d, &policy, &db);
+        let e = Explorer::start(d, &policy, &db);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             let (_, status) = get_json(&format!("{}/api/v1/status", e.url));
@@ -491,8 +345,8 @@ fn an_explorer_killed_while_following_resumes_without_gaps_or_repeats() {
         }
     }
     assert!(caught.is_some(), "never saw the explorer part-way through");
-    let e = explorer(d, &policy, &db);
-    wait_verified(&e, size);
+    let e = Explorer::start(d, &policy, &db);
+    e.wait_verified(size);
     let (_, builders) = get_json(&format!("{}/api/v1/builders", e.url));
     assert_eq!(builders["builders"][0]["entries"], total, "{builders}");
     assert_eq!(builders["builders"][0]["paths"], total, "{builders}");
@@ -523,8 +377,8 @@ fn a_log_serving_a_forged_key_event_stops_being_followed() {
     let policy = d.join("policy");
     reprolog_tests::policy_without_witnesses(&policy, &log_key.verifier_key(), &url);
     let db = format!("sqlite://{}", d.join("index.db").display());
-    let e = explorer(d, &policy, &db);
-    let status = wait_stopped(&e);
+    let e = Explorer::start(d, &policy, &db);
+    let status = e.wait_stopped();
     let log = &status["logs"][0];
     assert_eq!(
         log["reason"], "INVALID KEY EVENT at index 1: the operator's signature does not verify",

@@ -1,0 +1,859 @@
+//! The dashboard: web pages over the research API's answers, rendered on the server. Each page
+//! is drawn from the same answer its JSON endpoint serves (and links to it), works without
+//! JavaScript, and has a table behind every chart. The stylesheet and the one script are
+//! embedded in the binary: nothing is fetched from elsewhere.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use maud::{html, Markup, DOCTYPE};
+use reprolog_verifier::compare::Verdict;
+use reprolog_verifier::dating::parse_rfc3339;
+use reprolog_verifier::explorer_api::{
+    Bucket, FollowState, IndexedClaim, PairAgreement, StatusAnswer, TimeseriesAnswer,
+};
+use serde::Deserialize;
+
+use crate::charts::{self, Part, Point, Style, TimeChart};
+use crate::db::Db;
+use crate::http::{self, ApiError, DisagreementsQuery, SearchQuery, TimeseriesQuery};
+
+const STYLE: &str = include_str!("../assets/style.css");
+const SCRIPT: &str = include_str!("../assets/dashboard.js");
+/// Rows of a report's table, at most: the summary counts every path.
+const REPORT_ROWS: usize = 2000;
+/// Builders whose entries over time the builders page charts, at most.
+const CHARTED_BUILDERS: usize = 24;
+
+pub fn router() -> Router<Arc<Db>> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/builders", get(builders))
+        .route("/disagreements", get(disagreements))
+        .route("/paths/{hash}", get(path))
+        .route("/search", get(search))
+        .route("/report", get(report_form).post(report))
+        .route("/assets/style.css", get(|| asset("text/css", STYLE)))
+        .route(
+            "/assets/dashboard.js",
+            get(|| asset("text/javascript", SCRIPT)),
+        )
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A page that could not be drawn: the API's status and reason, as a page.
+pub struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let ApiError(code, why) = self.0;
+        let body = layout(
+            code.canonical_reason().unwrap_or("Error"),
+            None,
+            html! {
+                h1 { (code.as_u16()) " " (code.canonical_reason().unwrap_or("")) }
+                p.error role="alert" { (why) }
+                p { a href="/" { "Back to the overview" } }
+            },
+        );
+        (code, body).into_response()
+    }
+}
+
+type PageResult = Result<Html<String>, PageError>;
+
+/// Every page's frame: navigation, the page, and the JSON it was drawn from.
+fn layout(title: &str, json: Option<&str>, main: Markup) -> Html<String> {
+    let nav = [
+        ("/", "Overview"),
+        ("/builders", "Builders"),
+        ("/disagreements", "Disagreements"),
+        ("/search", "Search"),
+        ("/report", "Report"),
+    ];
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · reprolog explorer" }
+                    link rel="stylesheet" href="/assets/style.css";
+                    script src="/assets/dashboard.js" defer {}
+                }
+                body {
+                    a.skip href="#main" { "Skip to content" }
+                    header {
+                        nav aria-label="Main" {
+                            ul {
+                                @for (href, name) in nav {
+                                    li { a href=(href) { (name) } }
+                                }
+                            }
+                        }
+                    }
+                    main id="main" { (main) }
+                    footer {
+                        @if let Some(json) = json {
+                            p { "Drawn from " a.json href=(json) { (json) } "." }
+                        }
+                        p {
+                            "Every entry was verified against its log's cosigned checkpoints; "
+                            "every time shown comes from a cosigned checkpoint."
+                        }
+                    }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+fn verdict_badge(v: Verdict) -> Markup {
+    html! { span class=(format!("verdict {}", v.as_str())) { (v.as_str()) } }
+}
+
+/// The hash part of a store path, for links to its page.
+fn hash_of(store_path: &str) -> &str {
+    let base = store_path.rsplit('/').next().unwrap_or(store_path);
+    base.get(..32).unwrap_or(base)
+}
+
+fn path_link(store_path: &str) -> Markup {
+    html! { a.path href=(format!("/paths/{}", hash_of(store_path))) { code { (store_path) } } }
+}
+
+/// The overview's and builders' time charts read hourly buckets with `?bucket=hour`.
+#[derive(Default, Deserialize)]
+struct BucketQuery {
+    bucket: Option<String>,
+}
+
+fn bucket_seconds(series: &TimeseriesAnswer) -> u64 {
+    if series.bucket == "hour" {
+        3600
+    } else {
+        86_400
+    }
+}
+
+fn start_of(b: &Bucket) -> u64 {
+    parse_rfc3339(&b.start).unwrap_or(0)
+}
+
+fn rate(b: &Bucket) -> Option<f64> {
+    (b.compared > 0).then(|| 100.0 * b.reproduced as f64 / b.compared as f64)
+}
+
+/// The reproducibility rate per bucket (where anything was compared) and entries logged per
+/// bucket, with the table they are drawn from.
+fn time_charts(id: &str, series: &TimeseriesAnswer, with_rate: bool) -> Markup {
+    let seconds = bucket_seconds(series);
+    let label = |b: &Bucket| charts::bucket_label(start_of(b), seconds);
+    let entries = TimeChart {
+        id: &format!("{id}-entries"),
+        title: "Entries logged",
+        legend: "entries logged",
+        unit: "entries",
+        bucket_seconds: seconds,
+        style: Style::Bars,
+        y_max: None,
+        points: series
+            .buckets
+            .iter()
+            .map(|b| Point {
+                start: start_of(b),
+                value: b.entries as f64,
+                label: format!("{}: {} entries logged", label(b), b.entries),
+            })
+            .collect(),
+    };
+    let reproducibility = TimeChart {
+        id: &format!("{id}-rate"),
+        title: "Reproducibility rate",
+        legend: "paths reproduced, of those compared",
+        unit: "%",
+        bucket_seconds: seconds,
+        style: Style::Line,
+        y_max: Some(100.0),
+        points: series
+            .buckets
+            .iter()
+            .filter_map(|b| {
+                Some(Point {
+                    start: start_of(b),
+                    value: rate(b)?,
+                    label: format!(
+                        "{}: {:.1}% reproduced ({} of {} compared)",
+                        label(b),
+                        rate(b)?,
+                        b.reproduced,
+                        b.compared
+                    ),
+                })
+            })
+            .collect(),
+    };
+    html! {
+        div.charts {
+            @if with_rate { figure { (charts::time_chart(&reproducibility)) } }
+            figure { (charts::time_chart(&entries)) }
+        }
+        details {
+            summary { "The numbers behind the charts" }
+            div.scroll {
+                table {
+                    caption { "Per " (series.bucket) " (UTC)" }
+                    thead { tr {
+                        th scope="col" { (series.bucket) }
+                        th scope="col" { "entries" }
+                        th scope="col" { "compared" }
+                        th scope="col" { "reproduced" }
+                        th scope="col" { "unreproduced" }
+                        th scope="col" { "rate" }
+                    } }
+                    tbody {
+                        @for b in &series.buckets {
+                            tr {
+                                th scope="row" { (b.start) }
+                                td { (b.entries) }
+                                td { (b.compared) }
+                                td { (b.reproduced) }
+                                td { (b.unreproduced) }
+                                td { @if let Some(r) = rate(b) { (format!("{r:.1}%")) } @else { "–" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bucket_choice(current: &str, page: &str) -> Markup {
+    html! {
+        p.choice {
+            "Buckets: "
+            @for b in ["day", "hour"] {
+                @if b == current {
+                    strong aria-current="true" { (b) }
+                } @else {
+                    a href=(format!("{page}?bucket={b}")) { (b) }
+                }
+                " "
+            }
+        }
+    }
+}
+
+/// A checkpoint's size and root hash, from its signed text.
+fn checkpoint_summary(note: &str) -> String {
+    let mut lines = note.lines().skip(1);
+    match (lines.next(), lines.next()) {
+        (Some(size), Some(root)) => format!("size {size}, root {root}"),
+        _ => String::new(),
+    }
+}
+
+fn logs_table(status: &StatusAnswer) -> Markup {
+    html! {
+        div.scroll {
+            table #logs.cards {
+                caption { "Followed logs" }
+                thead { tr {
+                    th scope="col" { "Log" }
+                    th scope="col" { "Verified entries" }
+                    th scope="col" { "Latest checkpoint" }
+                    th scope="col" { "Cosigned by" }
+                    th scope="col" { "State" }
+                } }
+                tbody {
+                    @for log in &status.logs {
+                        @let stopped = log.state == FollowState::Stopped;
+                        tr class=[stopped.then_some("stopped")] {
+                            th scope="row" { (log.origin) br; small { (log.url) } }
+                            td.number data-label="Verified entries" { (log.verified_size) }
+                            td data-label="Latest checkpoint" { code.wrap { (log.checkpoint.as_deref().map(checkpoint_summary).unwrap_or_default()) } }
+                            td data-label="Cosigned by" { (log.cosigned_by.join(", ")) }
+                            td.state data-label="State" {
+                                @if stopped { strong { "stopped" } } @else { "following" }
+                                @if let Some(why) = &log.reason { br; span.reason { (why) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn overview(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> PageResult {
+    let status = http::status_answer(&db).await?;
+    let bucket = q.bucket.unwrap_or_else(|| "day".into());
+    let series = http::timeseries_answer(
+        &db,
+        TimeseriesQuery {
+            bucket: Some(bucket.clone()),
+            builder: None,
+        },
+    )
+    .await?;
+    let t = &status.totals;
+    let totals = [
+        ("entries", "Entries", t.entries),
+        ("paths", "Store paths", t.paths),
+        ("builders", "Builders", t.builders),
+        ("reproduced", "Reproduced", t.reproduced),
+        ("unreproduced", "Unreproduced", t.unreproduced),
+        ("one-builder", "One builder", t.one_builder),
+    ];
+    Ok(layout(
+        "Overview",
+        Some("/api/v1/status"),
+        html! {
+            h1 { "Reproducibility of the followed logs" }
+            section aria-labelledby="totals-heading" {
+                h2 #totals-heading { "Totals" }
+                dl.totals {
+                    @for (id, name, n) in totals {
+                        div class=(format!("total {id}")) {
+                            dt { (name) }
+                            dd id=(format!("total-{id}")) { (n) }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="logs-heading" {
+                h2 #logs-heading { "Logs" }
+                (logs_table(&status))
+            }
+            section aria-labelledby="time-heading" {
+                h2 #time-heading { "Over time" }
+                (bucket_choice(&bucket, "/"))
+                (time_charts("overview", &series, true))
+                p.json { "Drawn from " a.json href=(format!("/api/v1/timeseries?bucket={bucket}")) { "/api/v1/timeseries" } "." }
+            }
+        },
+    ))
+}
+
+/// A cell's background: red for no agreement through green for full agreement, light enough
+/// for dark text to keep its contrast.
+fn heat(share: f64) -> String {
+    format!("hsl({:.0}, 70%, 82%)", share.clamp(0.0, 1.0) * 120.0)
+}
+
+fn agreement_cell(a: &str, b: &str, pairs: &[PairAgreement]) -> Markup {
+    if a == b {
+        return html! { td.self { "–" } };
+    }
+    let pair = pairs
+        .iter()
+        .find(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a));
+    match pair {
+        Some(p) if p.common > 0 => {
+            let share = p.agree as f64 / p.common as f64;
+            let hover = format!(
+                "{a} and {b}: {} common paths, {} agree, {} disagree",
+                p.common, p.agree, p.disagree
+            );
+            html! {
+                td.heat style=(format!("background: {}", heat(share))) title=(hover)
+                    data-agree=(p.agree) data-common=(p.common) data-disagree=(p.disagree) {
+                    strong { (format!("{:.0}%", 100.0 * share)) }
+                    br;
+                    small { (p.agree) "/" (p.common) }
+                }
+            }
+        }
+        _ => html! { td.none title=(format!("{a} and {b}: no path in common")) { "·" } },
+    }
+}
+
+async fn builders(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> PageResult {
+    let bucket = q.bucket.unwrap_or_else(|| "day".into());
+    let builders = http::builders_answer(&db).await?.builders;
+    let pairs = http::agreement_answer(&db).await?.pairs;
+    let mut series = Vec::new();
+    for b in builders.iter().take(CHARTED_BUILDERS) {
+        let answer = http::timeseries_answer(
+            &db,
+            TimeseriesQuery {
+                bucket: Some(bucket.clone()),
+                builder: Some(b.builder.clone()),
+            },
+        )
+        .await?;
+        series.push((b.builder.clone(), answer));
+    }
+    let names: Vec<&str> = builders.iter().map(|b| b.builder.as_str()).collect();
+    Ok(layout(
+        "Builders",
+        Some("/api/v1/builders"),
+        html! {
+            h1 { "Builders" }
+            section aria-labelledby="builders-heading" {
+                h2 #builders-heading { "Who signed what" }
+                div.scroll {
+                    table #builders.cards {
+                        caption { "Builders (identities of the logs' key registries)" }
+                        thead { tr {
+                            th scope="col" { "Builder" }
+                            th scope="col" { "Entries" }
+                            th scope="col" { "Paths" }
+                            th scope="col" { "First logged" }
+                            th scope="col" { "Last logged" }
+                        } }
+                        tbody {
+                            @for b in &builders {
+                                tr {
+                                    th scope="row" { a href=(format!("/disagreements?builder={}", urlencode(&b.builder))) { (b.builder) } }
+                                    td.number data-label="Entries" { (b.entries) }
+                                    td.number data-label="Paths" { (b.paths) }
+                                    td data-label="First logged" { (b.first_logged.as_deref().unwrap_or("–")) }
+                                    td data-label="Last logged" { (b.last_logged.as_deref().unwrap_or("–")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="agreement-heading" {
+                h2 #agreement-heading { "How often builders agree" }
+                p {
+                    "Each cell: of the paths both builders claimed, the share on which each claimed "
+                    "one NAR hash, the same; below it, agreeing over common paths."
+                }
+                div.scroll {
+                    table #agreement.heatmap {
+                        caption { "Agreement between pairs of builders" }
+                        thead { tr {
+                            td {}
+                            @for n in &names { th scope="col" { (n) } }
+                        } }
+                        tbody {
+                            @for a in &names {
+                                tr {
+                                    th scope="row" { (a) }
+                                    @for b in &names { (agreement_cell(a, b, &pairs)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.json { "Drawn from " a.json href="/api/v1/agreement" { "/api/v1/agreement" } "." }
+            }
+            section aria-labelledby="over-time-heading" {
+                h2 #over-time-heading { "Entries over time, per builder" }
+                (bucket_choice(&bucket, "/builders"))
+                @for (i, (name, answer)) in series.iter().enumerate() {
+                    h3 { (name) }
+                    (time_charts(&format!("builder-{i}"), answer, false))
+                }
+            }
+        },
+    ))
+}
+
+/// Minimal percent-encoding for a query value.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The disagreements form's fields, as a browser sends them: empty when not set, dates as
+/// `YYYY-MM-DD`.
+#[derive(Default, Deserialize)]
+struct DisagreementsForm {
+    builder: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    after: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+/// A form's date as the API's time: a day is its first second (since) or last (until).
+fn day_or_time(s: Option<String>, end_of_day: bool) -> Option<String> {
+    non_empty(s).map(|s| {
+        let t = s.trim();
+        if t.len() == 10 && t.as_bytes()[4] == b'-' {
+            format!("{t}T{}Z", if end_of_day { "23:59:59" } else { "00:00:00" })
+        } else {
+            t.to_owned()
+        }
+    })
+}
+
+async fn disagreements(
+    State(db): State<Arc<Db>>,
+    Query(form): Query<DisagreementsForm>,
+) -> PageResult {
+    let builder = non_empty(form.builder);
+    let since = non_empty(form.since);
+    let until = non_empty(form.until);
+    let query = DisagreementsQuery {
+        builder: builder.clone(),
+        since: day_or_time(since.clone(), false),
+        until: day_or_time(until.clone(), true),
+        after: non_empty(form.after),
+        limit: Some(50),
+    };
+    let mut json = String::from("/api/v1/disagreements?limit=50");
+    for (name, value) in [
+        ("builder", &query.builder),
+        ("since", &query.since),
+        ("until", &query.until),
+        ("after", &query.after),
+    ] {
+        if let Some(v) = value {
+            json.push_str(&format!("&{name}={}", urlencode(v)));
+        }
+    }
+    let answer = http::disagreements_answer(&db, query).await?;
+    let builders = http::builders_answer(&db).await?.builders;
+    let next = answer.next.as_ref().map(|n| {
+        let mut href = format!("/disagreements?after={}", urlencode(n));
+        for (name, value) in [("builder", &builder), ("since", &since), ("until", &until)] {
+            if let Some(v) = value {
+                href.push_str(&format!("&{name}={}", urlencode(v)));
+            }
+        }
+        href
+    });
+    let date_value = |v: &Option<String>| v.clone().unwrap_or_default();
+    Ok(layout(
+        "Disagreements",
+        Some(&json),
+        html! {
+            h1 { "Unreproduced paths" }
+            p { "Paths claimed with two or more NAR hashes, newest first." }
+            form.filters method="get" action="/disagreements" {
+                div {
+                    label for="builder" { "Builder" }
+                    select #builder name="builder" {
+                        option value="" { "Any builder" }
+                        @for b in &builders {
+                            option value=(b.builder) selected[builder.as_deref() == Some(b.builder.as_str())] { (b.builder) }
+                        }
+                    }
+                }
+                div {
+                    label for="since" { "Since (UTC)" }
+                    input #since type="date" name="since" value=(date_value(&since));
+                }
+                div {
+                    label for="until" { "Until (UTC)" }
+                    input #until type="date" name="until" value=(date_value(&until));
+                }
+                div { button type="submit" { "Filter" } }
+            }
+            @if answer.paths.is_empty() {
+                p #none { "No unreproduced path matches." }
+            } @else {
+                div.scroll {
+                    table #disagreements.cards {
+                        caption { "Unreproduced paths, newest first" }
+                        thead { tr {
+                            th scope="col" { "Store path" }
+                            th scope="col" { "Last logged" }
+                            th scope="col" { "Builders" }
+                            th scope="col" { "NAR hashes" }
+                        } }
+                        tbody {
+                            @for d in &answer.paths {
+                                tr {
+                                    th scope="row" { (path_link(&d.store_path)) }
+                                    td data-label="Last logged" { (d.last_logged.as_deref().unwrap_or("–")) }
+                                    td data-label="Builders" { (d.builders.join(", ")) }
+                                    td data-label="NAR hashes" { @for h in &d.nar_hashes { code.wrap { (h) } br; } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(href) = next {
+                p { a rel="next" href=(href) { "Older disagreements" } }
+            }
+        },
+    ))
+}
+
+/// The commands that rebuild a path and compare the results, each with the real path.
+fn next_steps(store_path: &str, claims: &[IndexedClaim]) -> Markup {
+    let deriver = claims.iter().find_map(|c| c.deriver.clone());
+    let drv = deriver
+        .clone()
+        .unwrap_or_else(|| "\"$(nix-store --query --deriver ".to_owned() + store_path + ")\"");
+    // One claim per distinct NAR hash, to compare two of them.
+    let mut by_hash: Vec<&IndexedClaim> = Vec::new();
+    for c in claims.iter().filter(|c| c.void.is_none()) {
+        if !by_hash.iter().any(|o| o.nar_hash == c.nar_hash) {
+            by_hash.push(c);
+        }
+    }
+    let rebuild = format!("nix-build --check {drv}\nnix build --rebuild {drv}^*");
+    let compare = match by_hash.as_slice() {
+        [a, b, ..] => format!(
+            "nix store dump-path --store <cache of {ab}> {store_path} > {ab}.nar\n\
+             nix store dump-path --store <cache of {bb}> {store_path} > {bb}.nar\n\
+             diffoscope {ab}.nar {bb}.nar",
+            ab = a.builder,
+            bb = b.builder
+        ),
+        [a, ..] => format!(
+            "nix store dump-path --store <cache of {ab}> {store_path} > {ab}.nar\n\
+             nix store dump-path {store_path} > mine.nar   # after your rebuild\n\
+             diffoscope {ab}.nar mine.nar",
+            ab = a.builder
+        ),
+        [] => String::new(),
+    };
+    html! {
+        section #next aria-labelledby="next-heading" {
+            h2 #next-heading { "What to do next" }
+            p {
+                "Rebuild it and check that your build gives the same bytes"
+                @if deriver.is_none() { " (the derivation comes from your store, where the path must be)" }
+                ":"
+            }
+            pre #rebuild { code { (rebuild) } }
+            @if !compare.is_empty() {
+                p { "Compare two results byte by byte with diffoscope:" }
+                pre #compare { code { (compare) } }
+            }
+        }
+    }
+}
+
+async fn path(State(db): State<Arc<Db>>, Path(hash): Path<String>) -> PageResult {
+    let answer = http::path_answer(&db, hash.clone()).await?;
+    let name = answer
+        .store_path
+        .rsplit('/')
+        .next()
+        .and_then(|b| b.get(33..))
+        .unwrap_or(&answer.store_path)
+        .to_owned();
+    Ok(layout(
+        &name,
+        Some(&format!("/api/v1/paths/{hash}")),
+        html! {
+            h1 { (name) }
+            p { code.wrap #store-path { (answer.store_path) } }
+            p { "Verdict: " span #verdict { (verdict_badge(answer.verdict)) } }
+            div.scroll {
+                table #claims.cards {
+                    caption { "Every claim about this path, in log order" }
+                    thead { tr {
+                        th scope="col" { "Builder" }
+                        th scope="col" { "NAR hash" }
+                        th scope="col" { "NAR size" }
+                        th scope="col" { "Log" }
+                        th scope="col" { "Index" }
+                        th scope="col" { "Logged" }
+                        th scope="col" { "Kind" }
+                    } }
+                    tbody {
+                        @for c in &answer.claims {
+                            tr.claim class=[c.void.as_ref().map(|_| "void")] {
+                                th scope="row" { (c.builder) br; small { "key " (c.key) } }
+                                td data-label="NAR hash" { code.wrap { (c.nar_hash) } }
+                                td.number data-label="NAR size" { (c.nar_size) }
+                                td data-label="Log" { (c.log) }
+                                td.number data-label="Index" { (c.index) }
+                                td data-label="Logged" { (c.logged_at.as_deref().unwrap_or("not yet cosigned")) }
+                                td data-label="Kind" {
+                                    (c.kind)
+                                    @if let Some(d) = &c.deriver { br; small { "from " code { (d) } } }
+                                    @if let Some(v) = &c.void { br; strong.reason { "void: " (v) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (next_steps(&answer.store_path, &answer.claims))
+        },
+    ))
+}
+
+async fn search(State(db): State<Arc<Db>>, Query(q): Query<SearchQuery>) -> PageResult {
+    let text = non_empty(q.q.clone());
+    let answer = match &text {
+        Some(_) => Some(http::search_answer(&db, q).await?),
+        None => None,
+    };
+    let json = text
+        .as_ref()
+        .map(|t| format!("/api/v1/search?q={}", urlencode(t)));
+    Ok(layout(
+        "Search",
+        json.as_deref(),
+        html! {
+            h1 { "Search store paths" }
+            form.search role="search" method="get" action="/search" {
+                label for="q" { "Name or hash prefix" }
+                input #q type="search" name="q" value=(text.clone().unwrap_or_default())
+                    autocomplete="off" spellcheck="false" placeholder="e.g. openssl-3"
+                    aria-describedby="search-hint" aria-controls="results";
+                button type="submit" { "Search" }
+                p #search-hint.hint { "Results appear as you type." }
+            }
+            div #results aria-live="polite" {
+                @if let Some(answer) = &answer {
+                    @if answer.paths.is_empty() {
+                        p.none { "No store path matches." }
+                    } @else {
+                        ul.results {
+                            @for p in &answer.paths {
+                                li { (path_link(&p.store_path)) " " (verdict_badge(p.verdict)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn report_input(paths: &str) -> Markup {
+    html! {
+        form.report method="post" action="/report" {
+            label for="paths" { "Store paths, one a line (e.g. the output of " code { "nix path-info -r" } ")" }
+            textarea #paths name="paths" rows="10" spellcheck="false" { (paths) }
+            label for="file" { "Or upload that output as a file" }
+            input #file type="file" accept="text/plain,.txt";
+            button type="submit" { "Report" }
+        }
+    }
+}
+
+async fn report_form() -> Html<String> {
+    layout(
+        "Report",
+        None,
+        html! {
+            h1 { "Report on a closure" }
+            p { "Each path's verdict over the followed logs, and a summary, as for a system's closure." }
+            (report_input(""))
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct ReportForm {
+    paths: String,
+}
+
+async fn report(State(db): State<Arc<Db>>, Form(form): Form<ReportForm>) -> PageResult {
+    let answer = http::report_answer(&db, &form.paths).await?;
+    let s = &answer.summary;
+    let parts = [
+        Part {
+            name: "reproduced",
+            count: s.reproduced as u64,
+            class: "reproduced",
+        },
+        Part {
+            name: "unreproduced",
+            count: s.unreproduced as u64,
+            class: "unreproduced",
+        },
+        Part {
+            name: "one builder",
+            count: s.one_builder as u64,
+            class: "one-builder",
+        },
+        Part {
+            name: "not logged",
+            count: s.not_logged as u64,
+            class: "not-logged",
+        },
+    ];
+    // The paths that need attention first.
+    let order = |v: Verdict| match v {
+        Verdict::Unreproduced => 0,
+        Verdict::NotLogged => 1,
+        Verdict::OneBuilder => 2,
+        Verdict::Reproduced => 3,
+    };
+    let mut paths: Vec<_> = answer.paths.iter().collect();
+    paths.sort_by_key(|p| order(p.verdict));
+    Ok(layout(
+        "Report",
+        None,
+        html! {
+            h1 { "Report on " (s.paths) " store paths" }
+            figure.summary { (charts::stacked_bar("summary", "Verdicts", &parts)) }
+            div.scroll {
+                table #summary-table {
+                    caption { "Summary" }
+                    tbody {
+                        @for p in &parts {
+                            tr { th scope="row" { (p.name) } td.number id=(format!("count-{}", p.class)) { (p.count) } }
+                        }
+                        tr {
+                            th scope="row" { "reproducibility" }
+                            td.number { @if let Some(r) = s.reproducibility { (format!("{:.1}%", 100.0 * r)) } @else { "–" } }
+                        }
+                    }
+                }
+            }
+            div.scroll {
+                table #report.cards {
+                    caption {
+                        "Each path, those needing attention first"
+                        @if paths.len() > REPORT_ROWS { " (the first " (REPORT_ROWS) ")" }
+                    }
+                    thead { tr { th scope="col" { "Store path" } th scope="col" { "Verdict" } } }
+                    tbody {
+                        @for p in paths.iter().take(REPORT_ROWS) {
+                            tr class=(p.verdict.as_str()) {
+                                th scope="row" { (path_link(&p.store_path)) }
+                                td data-label="Verdict" { (verdict_badge(p.verdict)) }
+                            }
+                        }
+                    }
+                }
+            }
+            p.json {
+                "The same as JSON: POST the list to " code { "/api/v1/report" }
+                ", e.g. " code { "curl --data-binary @closure.txt <explorer>/api/v1/report" } "."
+            }
+            h2 { "Another report" }
+            (report_input(&form.paths))
+        },
+    ))
+}
