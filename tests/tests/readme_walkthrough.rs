@@ -132,6 +132,12 @@ fn the_readme_walkthrough_runs_as_written_and_finds_the_unreproduced_path() {
         stdout.contains(r#""common":2,"agree":1,"disagree":1"#),
         "the agreement: {all}"
     );
+    // The dashboard's overview, as plain HTML, counts the unreproduced path.
+    assert!(
+        stdout.contains(r#"id="total-unreproduced">"#)
+            && !stdout.contains(r#"id="total-unreproduced">0"#),
+        "the dashboard: {all}"
+    );
     // Builder keys are private.
     for b in ["builder-1", "builder-2", "builder-1-v2"] {
         let mode = std::fs::metadata(dir.path().join(format!("{b}.sec")))
