@@ -35,6 +35,18 @@ fn check_accessible(b: &Browser, page: &str) {
     assert!(problems.is_empty(), "{page}: {problems:?}");
 }
 
+/// The height on screen of the smallest label of any chart on the page, in CSS pixels.
+fn smallest_chart_label(b: &Browser) -> f64 {
+    b.script(
+        "let m = 1e9;
+         for (const t of document.querySelectorAll('svg.chart text')) {
+           const h = t.getBoundingClientRect().height;
+           if (h > 0) m = Math.min(m, h);
+         }
+         return m;",
+    )
+}
+
 fn number(b: &Browser, css: &str) -> u64 {
     let text = b.text(css);
     text.trim()
@@ -107,6 +119,11 @@ fn the_dashboard_shows_what_the_api_answers_in_a_real_browser() {
         Some("/api/v1/status")
     );
     check_accessible(&b, "overview");
+    assert!(
+        smallest_chart_label(&b) >= 12.0,
+        "{}",
+        smallest_chart_label(&b)
+    );
     b.screenshot("overview");
 
     // Builders: the heatmap cell for the two builders is the API's agreement.
@@ -152,6 +169,20 @@ fn the_dashboard_shows_what_the_api_answers_in_a_real_browser() {
     assert!(b.current_url().contains("/search"), "{}", b.current_url());
     check_accessible(&b, "search");
     b.screenshot("search");
+    // By keyboard alone: Tab from the field to the button, on to the result, Enter opens it.
+    const TAB: &str = "\u{E004}";
+    const ENTER: &str = "\u{E007}";
+    let focused = |b: &Browser| -> String {
+        b.script("const e = document.activeElement; return e.tagName + ' ' + e.textContent;")
+    };
+    b.type_into("#q", TAB);
+    assert_eq!(focused(&b), "BUTTON Search");
+    b.type_into("form.search button", TAB);
+    assert_eq!(focused(&b), format!("A {}", fixture.stamp));
+    b.type_into("#results a.path", ENTER);
+    b.wait_until("the path's page, opened by keyboard", |b| {
+        b.current_url().contains(hash_of(&fixture.stamp))
+    });
 
     // A path's page: both claims, the verdict, and the commands to rebuild and compare.
     b.goto(&format!("{url}/paths/{}", hash_of(&fixture.stamp)));
@@ -233,6 +264,13 @@ fn the_dashboard_shows_what_the_api_answers_in_a_real_browser() {
             "{name} scrolls sideways at 390 px: {:?}",
             b.elements_past_right_edge()
         );
+        if ["overview", "builders"].contains(name) {
+            let label = smallest_chart_label(&b);
+            assert!(
+                (10.0..1e9).contains(&label),
+                "{name}: chart labels {label} px high"
+            );
+        }
         b.screenshot(&format!("{name}-phone"));
     }
     b.goto(&format!("{url}/"));
