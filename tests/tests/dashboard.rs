@@ -29,6 +29,35 @@ fn check_accessible(b: &Browser, page: &str) {
             problems.push("chart without a title " + s.id);
         }
         if (!document.querySelector("a.skip[href='#main']")) problems.push("no skip link");
+        // WCAG 2 contrast of every piece of text against the background it is drawn on.
+        const channels = (c) => c.match(/[\d.]+/g).map(Number);
+        const luminance = (c) => {
+          const [r, g, b] = channels(c).slice(0, 3).map((v) => {
+            v /= 255;
+            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+          });
+          return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        };
+        const background = (e) => {
+          for (; e; e = e.parentElement) {
+            const c = getComputedStyle(e).backgroundColor;
+            const v = channels(c);
+            if (v.length < 4 || v[3] > 0) return c;
+          }
+          return "rgb(255, 255, 255)";
+        };
+        for (const e of document.querySelectorAll("body *")) {
+          if (e.closest("svg") || e.getClientRects().length === 0) continue;
+          const text = [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+          if (!text) continue;
+          const style = getComputedStyle(e);
+          const [a, b] = [luminance(style.color), luminance(background(e))];
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          const size = parseFloat(style.fontSize);
+          const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+          if (ratio < (large ? 3 : 4.5))
+            problems.push(`contrast ${ratio.toFixed(2)} of ${e.tagName}.${e.className} "${e.textContent.trim().slice(0, 30)}"`);
+        }
         return problems;
         "#,
     );
