@@ -130,6 +130,11 @@ fn layout(title: &str, json: Option<&str>, main: Markup) -> Html<String> {
     )
 }
 
+/// A table's head: one header cell per column.
+fn column_heads(names: &[&str]) -> Markup {
+    html! { thead { tr { @for name in names { th scope="col" { (name) } } } } }
+}
+
 fn verdict_badge(v: Verdict) -> Markup {
     html! { span class=(format!("verdict {}", v.as_str())) { (v.as_str()) } }
 }
@@ -225,14 +230,7 @@ fn time_charts(id: &str, series: &TimeseriesAnswer, with_rate: bool) -> Markup {
             div.scroll {
                 table {
                     caption { "Per " (series.bucket) " (UTC)" }
-                    thead { tr {
-                        th scope="col" { (series.bucket) }
-                        th scope="col" { "entries" }
-                        th scope="col" { "compared" }
-                        th scope="col" { "reproduced" }
-                        th scope="col" { "unreproduced" }
-                        th scope="col" { "rate" }
-                    } }
+                    (column_heads(&[&series.bucket, "entries", "compared", "reproduced", "unreproduced", "rate"]))
                     tbody {
                         @for b in &series.buckets {
                             tr {
@@ -281,13 +279,7 @@ fn logs_table(status: &StatusAnswer) -> Markup {
         div.scroll {
             table #logs.cards {
                 caption { "Followed logs" }
-                thead { tr {
-                    th scope="col" { "Log" }
-                    th scope="col" { "Verified entries" }
-                    th scope="col" { "Latest checkpoint" }
-                    th scope="col" { "Cosigned by" }
-                    th scope="col" { "State" }
-                } }
+                (column_heads(&["Log", "Verified entries", "Latest checkpoint", "Cosigned by", "State"]))
                 tbody {
                     @for log in &status.logs {
                         @let stopped = log.state == FollowState::Stopped;
@@ -418,13 +410,7 @@ async fn builders(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> Pa
                 div.scroll {
                     table #builders.cards {
                         caption { "Builders (identities of the logs' key registries)" }
-                        thead { tr {
-                            th scope="col" { "Builder" }
-                            th scope="col" { "Entries" }
-                            th scope="col" { "Paths" }
-                            th scope="col" { "First logged" }
-                            th scope="col" { "Last logged" }
-                        } }
+                        (column_heads(&["Builder", "Entries", "Paths", "First logged", "Last logged"]))
                         tbody {
                             @for b in &builders {
                                 tr {
@@ -584,12 +570,7 @@ async fn disagreements(
                 div.scroll {
                     table #disagreements.cards {
                         caption { "Unreproduced paths, newest first" }
-                        thead { tr {
-                            th scope="col" { "Store path" }
-                            th scope="col" { "Last logged" }
-                            th scope="col" { "Builders" }
-                            th scope="col" { "NAR hashes" }
-                        } }
+                        (column_heads(&["Store path", "Last logged", "Builders", "NAR hashes"]))
                         tbody {
                             @for d in &answer.paths {
                                 tr {
@@ -676,15 +657,7 @@ async fn path(State(db): State<Arc<Db>>, Path(hash): Path<String>) -> PageResult
             div.scroll {
                 table #claims.cards {
                     caption { "Every claim about this path, in log order" }
-                    thead { tr {
-                        th scope="col" { "Builder" }
-                        th scope="col" { "NAR hash" }
-                        th scope="col" { "NAR size" }
-                        th scope="col" { "Log" }
-                        th scope="col" { "Index" }
-                        th scope="col" { "Logged" }
-                        th scope="col" { "Kind" }
-                    } }
+                    (column_heads(&["Builder", "NAR hash", "NAR size", "Log", "Index", "Logged", "Kind"]))
                     tbody {
                         @for c in &answer.claims {
                             tr.claim class=[c.void.as_ref().map(|_| "void")] {
@@ -837,7 +810,7 @@ async fn report(State(db): State<Arc<Db>>, Form(form): Form<ReportForm>) -> Page
                         "Each path, those needing attention first"
                         @if paths.len() > REPORT_ROWS { " (the first " (REPORT_ROWS) ")" }
                     }
-                    thead { tr { th scope="col" { "Store path" } th scope="col" { "Verdict" } } }
+                    (column_heads(&["Store path", "Verdict"]))
                     tbody {
                         @for p in paths.iter().take(REPORT_ROWS) {
                             tr class=(p.verdict.as_str()) {

@@ -83,14 +83,20 @@ fn number(b: &Browser, css: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{css} is {text:?}, not a number"))
 }
 
+/// The real-Nix fixture, and an explorer that has verified all of it; returns its status.
+fn explored(d: &std::path::Path, tag: &str) -> (TwoBuilders, Explorer, Value) {
+    let fixture = TwoBuilders::start(d, tag);
+    let db = format!("sqlite://{}", d.join("index").join("explorer.db").display());
+    let e = Explorer::start(d, &fixture.log.policy, &db);
+    let status = e.wait_verified(TwoBuilders::SIZE);
+    (fixture, e, status)
+}
+
 #[test]
 fn the_dashboard_shows_what_the_api_answers_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let fixture = TwoBuilders::start(d, "dashboard");
-    let db = format!("sqlite://{}", d.join("index").join("explorer.db").display());
-    let e = Explorer::start(d, &fixture.log.policy, &db);
-    let status = e.wait_verified(TwoBuilders::SIZE);
+    let (fixture, e, status) = explored(d, "dashboard");
     let url = &e.url;
     let b = Browser::start(1280, 800);
 
@@ -315,10 +321,7 @@ fn the_dashboard_shows_what_the_api_answers_in_a_real_browser() {
 fn the_pages_work_without_javascript_and_refuse_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let fixture = TwoBuilders::start(d, "nojs");
-    let db = format!("sqlite://{}", d.join("index").join("explorer.db").display());
-    let e = Explorer::start(d, &fixture.log.policy, &db);
-    e.wait_verified(TwoBuilders::SIZE);
+    let (fixture, e, _) = explored(d, "nojs");
     let url = &e.url;
 
     let page = |path: &str| -> (u16, String) {
