@@ -754,27 +754,16 @@ async fn report(State(db): State<Arc<Db>>, Form(form): Form<ReportForm>) -> Page
     let answer = http::report_answer(&db, &form.paths).await?;
     let s = &answer.summary;
     let parts = [
-        Part {
-            name: "reproduced",
-            count: s.reproduced as u64,
-            class: "reproduced",
-        },
-        Part {
-            name: "unreproduced",
-            count: s.unreproduced as u64,
-            class: "unreproduced",
-        },
-        Part {
-            name: "one builder",
-            count: s.one_builder as u64,
-            class: "one-builder",
-        },
-        Part {
-            name: "not logged",
-            count: s.not_logged as u64,
-            class: "not-logged",
-        },
-    ];
+        ("reproduced", s.reproduced, Verdict::Reproduced),
+        ("unreproduced", s.unreproduced, Verdict::Unreproduced),
+        ("one builder", s.one_builder, Verdict::OneBuilder),
+        ("not logged", s.not_logged, Verdict::NotLogged),
+    ]
+    .map(|(name, count, verdict)| Part {
+        name,
+        count: count as u64,
+        class: verdict.as_str(),
+    });
     // The paths that need attention first.
     let order = |v: Verdict| match v {
         Verdict::Unreproduced => 0,
