@@ -20,6 +20,7 @@ const SQLITE_SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA cache_size = -65536;
+PRAGMA wal_autocheckpoint = 16384;
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY,
     origin TEXT NOT NULL UNIQUE,

@@ -28,7 +28,7 @@ use crate::fetch::Fetcher;
 
 /// The most entries one commit takes: memory stays bounded on a large log, and each chunk is
 /// proven against the checkpoint with a consistency proof from its end.
-pub const CHUNK_ENTRIES: u64 = 16 * TILE_WIDTH;
+pub const CHUNK_ENTRIES: u64 = 64 * TILE_WIDTH;
 
 /// Why a step did not finish.
 #[derive(Debug)]
