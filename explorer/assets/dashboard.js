@@ -13,7 +13,7 @@ function hashPart(storePath) {
   return storePath.split("/").pop().slice(0, 32);
 }
 
-function renderResults(results, answer) {
+function renderResults(results, query, answer) {
   results.replaceChildren();
   if (answer.paths.length === 0) {
     results.append(element("p", { class: "none" }, ["No store path matches."]));
@@ -28,6 +28,12 @@ function renderResults(results, answer) {
     list.append(element("li", {}, [link, " ", verdict]));
   }
   results.append(list);
+  if (answer.next) {
+    const more = new URL("/search", window.location.href);
+    more.searchParams.set("q", query);
+    more.searchParams.set("after", answer.next);
+    results.append(element("p", {}, [element("a", { class: "more", rel: "next", href: more.pathname + more.search }, ["More results"])]));
+  }
 }
 
 function searchAsYouType() {
@@ -44,7 +50,8 @@ function searchAsYouType() {
       const url = new URL(window.location.href);
       if (q) url.searchParams.set("q", q); else url.searchParams.delete("q");
       history.replaceState(null, "", url);
-      if (!q) { results.replaceChildren(); return; }
+      // One or two letters match too much to be worth asking as they are typed.
+      if (q.length < 3) { results.replaceChildren(); return; }
       try {
         const response = await fetch("/api/v1/search?q=" + encodeURIComponent(q));
         const answer = await response.json();
@@ -54,7 +61,7 @@ function searchAsYouType() {
           results.replaceChildren(element("p", { class: "error", role: "alert" }, [answer.error]));
           return;
         }
-        renderResults(results, answer);
+        renderResults(results, q, answer);
       } catch (e) {
         if (mine === latest) results.replaceChildren(element("p", { class: "error", role: "alert" }, [String(e)]));
       }
@@ -66,6 +73,7 @@ function reportUpload() {
   const file = document.getElementById("file");
   const paths = document.getElementById("paths");
   if (!file || !paths) return;
+  document.getElementById("upload").hidden = false;
   file.addEventListener("change", async () => {
     if (file.files.length > 0) paths.value = await file.files[0].text();
   });

