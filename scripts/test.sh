@@ -2,8 +2,8 @@
 # Runs every check reprolog has: formatting, clippy and all tests, after installing what the
 # tests need (Debian's nix-bin, used as the real Nix client; Debian's postgresql, a real
 # PostgreSQL server for the explorer; Debian's chromium and chromium-driver, a real headless
-# browser for the explorer's dashboard; Python's securesystemslib, an independent DSSE
-# implementation). Run as root on Debian.
+# browser for the explorer's dashboard; Debian's nginx, a caching proxy in front of the log;
+# Python's securesystemslib, an independent DSSE implementation). Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,12 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
   echo "== installing chromium and chromium-driver (a real headless browser for the dashboard's tests)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+if ! [ -x /usr/sbin/nginx ]; then
+  echo "== installing nginx (a standard caching HTTP proxy in front of the log, for the tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 fi
 
 if ! python3 -c "import securesystemslib.dsse, cryptography" >/dev/null 2>&1; then

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod explored;
+pub mod nginx;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
