@@ -1,11 +1,13 @@
 //! Reads scale through a standard HTTP cache: Debian's nginx, configured as a caching reverse
-//! proxy in front of the log, serves the full tiles the log marks immutable. `reprolog monitor`
-//! and `reprolog verify` read through it and get the same verified answers as from the log;
+//! proxy in front of the log, serves the full tiles the log marks immutable. `reprolog monitor`,
+//! `reprolog verify` and the gate read through it and get the same verified answers as from
+//! the log;
 //! after the log stops, the full tiles nginx holds are still served, byte for byte.
 
 use reprolog_tests::nginx::Nginx;
 use reprolog_tests::{
-    policy_without_witnesses, reprolog, show, submit, synthetic_narinfo, write_builders, Server,
+    get_json, narinfo_path, policy_without_witnesses, reprolog, show, submit, synthetic_narinfo,
+    write_builders, Server, Service,
 };
 use reprolog_verifier::nix::NixSecretKey;
 
@@ -67,6 +69,46 @@ fn monitor_and_verify_read_through_nginx_and_cached_tiles_outlive_the_log() {
         let out = reprolog(&["verify", "--policy", policy, narinfo.to_str().unwrap()]);
         assert!(out.status.success(), "{name}: {}", show(&out));
     }
+
+    // The gate proves through the cache what it proves from the log.
+    let cache = d.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+    let store_path = narinfos[42].lines().next().unwrap()["StorePath: ".len()..].to_owned();
+    std::fs::write(narinfo_path(&cache, &store_path), &narinfos[42]).unwrap();
+    let trust = d.join("trust");
+    std::fs::write(
+        &trust,
+        format!("builder one {}\nquorum 1\n", key.public_key()),
+    )
+    .unwrap();
+    let decisions: Vec<serde_json::Value> = ["log", "nginx"]
+        .iter()
+        .map(|name| {
+            let gate = Service::try_start(
+                "reprolog-gate",
+                &d.join(format!("gate-{name}")),
+                &[
+                    "--log-policy",
+                    d.join(format!("policy-{name}")).to_str().unwrap(),
+                    "--trust",
+                    trust.to_str().unwrap(),
+                    "--upstream",
+                    &format!("file://{}", cache.display()),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("the gate did not start: {e}"));
+            let (status, decision) = get_json(&format!(
+                "{}/api/v1/decisions/{}",
+                gate.url,
+                &store_path[11..43]
+            ));
+            assert_eq!(status, 200, "{name}: {decision}");
+            decision
+        })
+        .collect();
+    assert_eq!(decisions[0]["allowed"], true, "{}", decisions[0]);
+    assert_eq!(decisions[1], decisions[0]);
 
     // Full tiles are cached after the first read; the checkpoint and partial tiles never are.
     for tile in ["tile/entries/000", "tile/entries/001", "tile/0/000"] {
