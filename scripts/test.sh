@@ -38,9 +38,20 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo build (the end-to-end tests run the real binaries)"
 cargo build --workspace --all-features
 echo "== cargo test"
 cargo test --workspace --all-features --no-fail-fast
+echo "== fuzz targets, a few seconds each (scripts/fuzz.sh; the long runs are in docs/robustness.md)"
+# libFuzzer needs a nightly toolchain; this machine kind has one.
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || true
+fi
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  SECONDS_EACH=${FUZZ_SECONDS:-5} scripts/fuzz.sh
+else
+  echo "!! no nightly toolchain, and none could be installed: the fuzz targets did not run" >&2
+fi
