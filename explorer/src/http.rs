@@ -426,16 +426,21 @@ async fn timeseries(
     Ok(Json(timeseries_answer(&db, q).await?).into_response())
 }
 
+/// A time series' bucket by name, in seconds: `hour` or `day`.
+pub fn bucket_seconds(name: &str) -> Option<u64> {
+    match name {
+        "hour" => Some(3600),
+        "day" => Some(86_400),
+        _ => None,
+    }
+}
+
 pub async fn timeseries_answer(
     db: &Arc<Db>,
     q: TimeseriesQuery,
 ) -> Result<TimeseriesAnswer, ApiError> {
     let bucket = q.bucket.unwrap_or_else(|| "day".into());
-    let seconds = match bucket.as_str() {
-        "hour" => 3600,
-        "day" => 86_400,
-        _ => return Err(bad_request("bucket: hour or day")),
-    };
+    let seconds = bucket_seconds(&bucket).ok_or_else(|| bad_request("bucket: hour or day"))?;
     let rows = read(db, move |conn| {
         db::timeseries(conn, seconds, q.builder.as_deref())
     })

@@ -158,14 +158,6 @@ struct BucketQuery {
     bucket: Option<String>,
 }
 
-fn bucket_seconds(series: &TimeseriesAnswer) -> u64 {
-    if series.bucket == "hour" {
-        3600
-    } else {
-        86_400
-    }
-}
-
 fn start_of(b: &Bucket) -> u64 {
     parse_rfc3339(&b.start).unwrap_or(0)
 }
@@ -177,7 +169,8 @@ fn rate(b: &Bucket) -> Option<f64> {
 /// The reproducibility rate per bucket (where anything was compared) and entries logged per
 /// bucket, with the table they are drawn from.
 fn time_charts(id: &str, series: &TimeseriesAnswer, with_rate: bool) -> Markup {
-    let seconds = bucket_seconds(series);
+    // The answer's bucket is one the API accepted.
+    let seconds = http::bucket_seconds(&series.bucket).unwrap_or(86_400);
     let label = |b: &Bucket| charts::bucket_label(start_of(b), seconds);
     let entries = TimeChart {
         id: &format!("{id}-entries"),
